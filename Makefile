@@ -1,0 +1,34 @@
+# The two commands of the quick start (`make demo`, `make test`) set everything up themselves.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+PROTO_SRC := $(wildcard protos/controlplane/v1/*.proto)
+
+.PHONY: setup test lint demo bench protos clean
+
+$(STAMP): pyproject.toml requirements.lock
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -c requirements.lock -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: lint
+	$(PY) -m pytest -q
+
+demo: $(STAMP)
+	$(VENV)/bin/controlplane demo
+
+bench: $(STAMP)
+	$(VENV)/bin/controlplane bench ingest
+
+protos: $(STAMP)
+	$(PY) -m grpc_tools.protoc -I. --python_out=. --grpc_python_out=. --pyi_out=. $(PROTO_SRC)
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,97 @@
+"""`controlplane demo`: serve, drive the bundled trace generator at the OTLP/gRPC port, show the live graph.
+
+Everything goes through the real path: generated requests are serialized and sent over gRPC on loopback
+to the receiver, and the tables are drawn from the gRPC API's answers, as `controlplane graph` would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import grpc
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+
+from controlplane.config import Config
+from controlplane.render import print_graph, print_stats
+from controlplane.server import ControlPlaneServer
+from controlplane.tracegen import TraceGenerator, layered_topology
+from protos.controlplane.v1 import controlplane_pb2 as pb
+from protos.controlplane.v1 import controlplane_pb2_grpc as pb_grpc
+from telemetry.otlp_status import EXPORT_METHOD
+
+TICK_SECONDS = 0.5
+
+
+def send_generated_traffic(target: str, seconds: float, traces_per_second: float, seed: int,
+                           stop: threading.Event) -> int:
+    """Export generated traces to `target` at a steady rate; returns the number of spans sent."""
+    generator = TraceGenerator(layered_topology(seed=seed), seed=seed, error_ratio=0.02)
+    sent = 0
+    with grpc.insecure_channel(target) as channel:
+        export = channel.unary_unary(EXPORT_METHOD)
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and not stop.is_set():
+            started = time.monotonic()
+            request = generator.request(min_traces=max(1, round(traces_per_second * TICK_SECONDS)))
+            export(request.SerializeToString(), timeout=10)
+            sent += sum(len(scope.spans) for resource in request.resource_spans for scope in resource.scope_spans)
+            stop.wait(max(0.0, TICK_SECONDS - (time.monotonic() - started)))
+    return sent
+
+
+def _summary_table(graph: pb.GetGraphResponse, elapsed: float, seconds: float) -> Table:
+    table = Table(title=f"controlplane demo — {elapsed:4.1f}/{seconds:.0f} s")
+    for column in ("nodes", "edges", "spans accepted", "busiest service", "req/s", "p95 ms"):
+        table.add_column(column)
+    busiest = max(graph.nodes, key=lambda node: node.stats.request_rate, default=None)
+    table.add_row(
+        str(len(graph.nodes)),
+        str(len(graph.edges)),
+        f"{graph.spans_accepted:,}",
+        busiest.name if busiest else "-",
+        f"{busiest.stats.request_rate:.1f}" if busiest else "-",
+        f"{busiest.stats.p95_ms:.2f}" if busiest else "-",
+    )
+    return table
+
+
+async def _run(seconds: float, traces_per_second: float, seed: int, console: Console) -> None:
+    config = Config().with_server(otlp_grpc="127.0.0.1:0", otlp_http="127.0.0.1:0", api="127.0.0.1:0")
+    server = ControlPlaneServer(config)
+    ports = await server.start()
+    target = f"127.0.0.1:{ports.api}"
+    console.print(f"control plane listening: OTLP/gRPC and API on {target}, OTLP/HTTP on 127.0.0.1:{ports.otlp_http}")
+    stop = threading.Event()
+    sender = asyncio.create_task(
+        asyncio.to_thread(send_generated_traffic, target, seconds, traces_per_second, seed, stop)
+    )
+    channel = grpc.aio.insecure_channel(target)
+    stub = pb_grpc.ControlPlaneStub(channel)
+    started = time.monotonic()
+    try:
+        with Live(console=console, refresh_per_second=2, transient=True) as live:
+            while not sender.done():
+                graph = await stub.GetGraph(pb.GetGraphRequest())
+                live.update(Group(_summary_table(graph, time.monotonic() - started, seconds)))
+                await asyncio.sleep(1.0)
+        sent = await sender
+        server.model.flush()
+        graph = await stub.GetGraph(pb.GetGraphRequest())
+        stats = await stub.GetServiceStats(pb.GetServiceStatsRequest(include_operations=False))
+        print_graph(graph, console)
+        print_stats(stats, console)
+        console.print(f"sent {sent:,} spans in {time.monotonic() - started:.1f} s")
+    finally:
+        stop.set()
+        await channel.close()
+        await server.stop()
+
+
+def run_demo(seconds: float = 20.0, traces_per_second: float = 100.0, seed: int = 1) -> int:
+    """The main job until the scenario benchmark exists: returns the process exit code."""
+    asyncio.run(_run(seconds, traces_per_second, seed, Console()))
+    return 0

@@ -1,0 +1,116 @@
+"""The `controlplane serve` process: OTLP receivers, the ingest worker and the gRPC API on one event loop.
+
+gRPC (OTLP TraceService, the ControlPlane API, health checking and reflection) runs on one `grpc.aio`
+server listening on every configured gRPC address; OTLP/HTTP runs on aiohttp. Ports given as 0 are chosen
+by the OS and reported in `ports` (tests use that).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from dataclasses import dataclass
+
+import grpc
+from aiohttp import web
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2  # registers TraceService for reflection
+
+from controlplane.api import ControlPlaneApi
+from controlplane.config import Config
+from protos.controlplane.v1 import controlplane_pb2, controlplane_pb2_grpc
+from telemetry import TelemetryModel
+from telemetry.ingest import Ingestor
+from telemetry.otlp_grpc import trace_service_handler
+from telemetry.otlp_http import trace_receiver_app
+from telemetry.otlp_status import TRACE_SERVICE
+
+log = logging.getLogger(__name__)
+
+API_SERVICE = controlplane_pb2.DESCRIPTOR.services_by_name["ControlPlane"].full_name
+assert trace_service_pb2.DESCRIPTOR.services_by_name["TraceService"].full_name == TRACE_SERVICE
+
+
+@dataclass(frozen=True, slots=True)
+class BoundPorts:
+    otlp_grpc: int
+    otlp_http: int
+    api: int
+
+
+def split_address(address: str) -> tuple[str, int]:
+    """'host:port' (or '[v6]:port') into its parts; raises ValueError on anything else."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ValueError(f"address must be HOST:PORT, got {address!r}")
+    return host.strip("[]"), int(port)
+
+
+class ControlPlaneServer:
+    """Builds and runs everything `serve` listens on, around one `TelemetryModel`."""
+
+    def __init__(self, config: Config | None = None, model: TelemetryModel | None = None) -> None:
+        self.config = config or Config()
+        self.model = model or TelemetryModel(self.config.model)
+        server = self.config.server
+        self.ingestor = Ingestor(self.model, server.max_queue_bytes, server.retry_after_seconds)
+        self._grpc: grpc.aio.Server | None = None
+        self._http: web.AppRunner | None = None
+        self.health = health.aio.HealthServicer()
+        self.ports: BoundPorts | None = None
+
+    async def start(self) -> BoundPorts:
+        server = self.config.server
+        limit = server.max_request_bytes
+        self._grpc = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", limit),
+                ("grpc.max_send_message_length", limit),
+                ("grpc.so_reuseport", 0),
+            ]
+        )
+        self._grpc.add_generic_rpc_handlers((trace_service_handler(self.ingestor),))
+        controlplane_pb2_grpc.add_ControlPlaneServicer_to_server(ControlPlaneApi(self.model), self._grpc)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._grpc)
+        reflection.enable_server_reflection(
+            (TRACE_SERVICE, API_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), self._grpc
+        )
+        grpc_ports: dict[str, int] = {}
+        for address in dict.fromkeys((server.otlp_grpc, server.api)):
+            split_address(address)
+            grpc_ports[address] = self._grpc.add_insecure_port(address)
+        self.ingestor.start()
+        await self._grpc.start()
+        host, port = split_address(server.otlp_http)
+        self._http = web.AppRunner(trace_receiver_app(self.ingestor, limit), access_log=None)
+        await self._http.setup()
+        site = web.TCPSite(self._http, host, port, reuse_port=False)
+        await site.start()
+        http_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        for name in ("", TRACE_SERVICE, API_SERVICE):
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self.ports = BoundPorts(grpc_ports[server.otlp_grpc], http_port, grpc_ports[server.api])
+        log.info("listening: %s", self.ports)
+        return self.ports
+
+    async def stop(self, grace_seconds: float = 1.0) -> None:
+        await self.health.enter_graceful_shutdown()
+        if self._http is not None:
+            await self._http.cleanup()
+        if self._grpc is not None:
+            await self._grpc.stop(grace_seconds)
+        await self.ingestor.stop()
+
+    async def serve_forever(self) -> None:
+        """Run until SIGINT/SIGTERM."""
+        await self.start()
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(signum, stopping.set)
+        await stopping.wait()
+        await self.stop()

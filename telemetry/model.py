@@ -1,0 +1,198 @@
+"""The live model of the application: services, operations and calls, with sliding-window statistics.
+
+`TelemetryModel.ingest` takes one decoded OTLP `ExportTraceServiceRequest`, rejects invalid spans one by
+one (the OTLP partial-success contract), feeds the rest to the `DependencyLinker` and to the windows of
+`TelemetryAggregates`. Windows are keyed by the time the model ingests a span (the model's clock), not by
+the span's own timestamps: the control loop acts on what it has observed lately, client clocks may be
+skewed, and a replayed file or a simulator's spans then land in the current window.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from telemetry.aggregates import TelemetryAggregates
+from telemetry.linker import DependencyLinker
+from telemetry.semconv import (
+    INTERESTING_KEYS,
+    KIND_CLIENT,
+    KIND_CONSUMER,
+    KIND_PRODUCER,
+    KIND_SERVER,
+    SERVICE_NAME,
+    STATUS_ERROR,
+    UNKNOWN_SERVICE,
+    any_value_scalar,
+    is_error,
+    operation_of,
+    peer_of,
+)
+from telemetry.snapshot import GraphSnapshot, build_snapshot
+
+_ZERO_TRACE_ID = bytes(16)
+_ZERO_SPAN_ID = bytes(8)
+_MAX_REASONS = 5
+
+
+@dataclass(frozen=True, slots=True)
+class ModelConfig:
+    """How the model aggregates and forgets; the defaults suit a live control loop."""
+
+    bucket_seconds: float = 1.0
+    window_seconds: float = 60.0
+    link_ttl_seconds: float = 10.0
+    max_linked_spans: int = 1_000_000
+    retention_seconds: float = 600.0
+    relative_accuracy: float = 0.01
+
+    def __post_init__(self) -> None:
+        if self.bucket_seconds <= 0 or self.window_seconds < self.bucket_seconds:
+            raise ValueError("need 0 < bucket_seconds <= window_seconds")
+        if self.retention_seconds < self.window_seconds:
+            raise ValueError("retention_seconds must cover at least one window")
+
+    @property
+    def bucket_count(self) -> int:
+        return math.ceil(self.window_seconds / self.bucket_seconds)
+
+
+@dataclass(slots=True)
+class IngestResult:
+    """What happened to one export request: the OTLP partial-success fields."""
+
+    accepted_spans: int = 0
+    rejected_spans: int = 0
+    reasons: list[str] = field(default_factory=list)
+
+    def reject(self, reason: str) -> None:
+        self.rejected_spans += 1
+        if len(self.reasons) < _MAX_REASONS:
+            self.reasons.append(reason)
+
+    @property
+    def error_message(self) -> str:
+        if not self.rejected_spans:
+            return ""
+        more = self.rejected_spans - len(self.reasons)
+        tail = f"; and {more} more" if more > 0 else ""
+        return f"rejected {self.rejected_spans} span(s): " + "; ".join(self.reasons) + tail
+
+
+class TelemetryModel:
+    """Everything the control plane knows from traces; fed by receivers, read through snapshots."""
+
+    def __init__(self, config: ModelConfig | None = None, clock: Callable[[], float] = time.time) -> None:
+        self.config = config or ModelConfig()
+        self.clock = clock
+        now = clock()
+        self.aggregates = TelemetryAggregates(
+            self.config.bucket_seconds, self.config.bucket_count, self.config.relative_accuracy
+        )
+        self.linker = DependencyLinker(self.config.link_ttl_seconds, self.config.max_linked_spans, now)
+        self.spans_accepted = 0
+        self.spans_rejected = 0
+
+    def ingest(self, request: ExportTraceServiceRequest, now: float | None = None) -> IngestResult:
+        """Validate and aggregate every span of one request; invalid spans are rejected individually."""
+        now = self.clock() if now is None else now
+        result = IngestResult()
+        aggregates = self.aggregates
+        bucket_index = math.floor(now / self.config.bucket_seconds)
+        entry = aggregates.entry_recorder(bucket_index, now)
+        add_span = self.linker.add
+        interesting = INTERESTING_KEYS
+        accepted = 0
+        for resource_index, resource_spans in enumerate(request.resource_spans):
+            service = UNKNOWN_SERVICE
+            for kv in resource_spans.resource.attributes:
+                if kv.key == SERVICE_NAME:
+                    service = kv.value.string_value or UNKNOWN_SERVICE
+                    break
+            spans_of_service = 0
+            for scope_spans in resource_spans.scope_spans:
+                for span in scope_spans.spans:
+                    trace_id = span.trace_id
+                    span_id = span.span_id
+                    parent_id = span.parent_span_id
+                    start = span.start_time_unix_nano
+                    end = span.end_time_unix_nano
+                    if len(trace_id) != 16 or trace_id == _ZERO_TRACE_ID:
+                        result.reject(f"resource {resource_index} span {span.name!r}: invalid trace_id")
+                        continue
+                    if len(span_id) != 8 or span_id == _ZERO_SPAN_ID:
+                        result.reject(f"resource {resource_index} span {span.name!r}: invalid span_id")
+                        continue
+                    if parent_id and (len(parent_id) != 8 or parent_id == _ZERO_SPAN_ID):
+                        result.reject(f"resource {resource_index} span {span.name!r}: invalid parent_span_id")
+                        continue
+                    if end < start:
+                        result.reject(f"resource {resource_index} span {span.name!r}: end before start")
+                        continue
+                    kind = span.kind
+                    status = span.status.code
+                    latency_ms = (end - start) * 1e-6
+                    peer = None
+                    # Internal spans carry neither peers nor protocol status codes: skip their attributes.
+                    if kind >= KIND_SERVER:
+                        attributes: dict[str, object] = {}
+                        for kv in span.attributes:
+                            key = kv.key
+                            if key in interesting:
+                                attributes[key] = any_value_scalar(kv.value)
+                        error = is_error(status, attributes)
+                        if (kind == KIND_CLIENT or kind == KIND_PRODUCER) and attributes:
+                            named = peer_of(attributes)
+                            if named is not None:
+                                peer = (named.name, named.system)
+                    else:
+                        attributes = {}
+                        error = status == STATUS_ERROR
+                    if kind == KIND_SERVER or kind == KIND_CONSUMER or not parent_id:
+                        entry(service, operation_of(span.name, attributes), latency_ms, error)
+                    link_keys = None
+                    if kind == KIND_CONSUMER and span.links:
+                        link_keys = [
+                            link.trace_id + link.span_id
+                            for link in span.links
+                            if len(link.trace_id) == 16 and len(link.span_id) == 8
+                        ]
+                    add_span(
+                        trace_id + span_id,
+                        trace_id + parent_id if parent_id else None,
+                        (service, kind, latency_ms, error),
+                        peer,
+                        link_keys,
+                    )
+                    spans_of_service += 1
+            if spans_of_service:
+                aggregates.saw_service(service, now)
+                accepted += spans_of_service
+        result.accepted_spans = accepted
+        self.spans_accepted += accepted
+        self.spans_rejected += result.rejected_spans
+        aggregates.record_calls(self.linker.take_calls(), bucket_index, now)
+        return result
+
+    def expire(self, now: float | None = None) -> None:
+        """Time out pending links and forget services, operations and edges unseen for the retention."""
+        now = self.clock() if now is None else now
+        self.linker.expire(now)
+        self.aggregates.record_calls(self.linker.take_calls(), math.floor(now / self.config.bucket_seconds), now)
+        self.aggregates.forget_before(now - self.config.retention_seconds)
+
+    def flush(self, now: float | None = None) -> None:
+        """Resolve every pending link now: unanswered client calls become calls to external nodes."""
+        now = self.clock() if now is None else now
+        self.linker.flush()
+        self.aggregates.record_calls(self.linker.take_calls(), math.floor(now / self.config.bucket_seconds), now)
+
+    def snapshot(self, window_seconds: float | None = None, now: float | None = None) -> GraphSnapshot:
+        """An immutable picture of the graph and its window statistics."""
+        now = self.clock() if now is None else now
+        window = window_seconds or self.config.window_seconds
+        return build_snapshot(self.aggregates, now, window, self.spans_accepted, self.spans_rejected)

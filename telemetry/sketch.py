@@ -1,0 +1,106 @@
+"""A mergeable latency sketch with bounded relative error (the DDSketch log-bucket mapping).
+
+A value v > 0 lands in bucket ceil(log_gamma(v)) with gamma = (1 + a) / (1 - a); reporting a bucket by
+2 * gamma**i / (gamma + 1) is within relative error a of every value in it. Two sketches with the same
+accuracy merge exactly by adding bucket counts, so shards aggregated apart give the sketch of the union.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+DEFAULT_RELATIVE_ACCURACY = 0.01
+# Values below this count as zero (the model records milliseconds, so this is 1 ns): buckets for
+# ever smaller values would only cost memory.
+MIN_POSITIVE = 1e-6
+
+
+class LatencySketch:
+    """Counts of values in logarithmic buckets; quantiles within `relative_accuracy` of the true value."""
+
+    __slots__ = ("relative_accuracy", "_gamma", "_inv_log_gamma", "bins", "zero_count", "count", "total")
+
+    def __init__(self, relative_accuracy: float = DEFAULT_RELATIVE_ACCURACY) -> None:
+        if not 0.0 < relative_accuracy < 1.0:
+            raise ValueError(f"relative_accuracy must be in (0, 1), got {relative_accuracy}")
+        self.relative_accuracy = relative_accuracy
+        self._gamma = (1.0 + relative_accuracy) / (1.0 - relative_accuracy)
+        self._inv_log_gamma = 1.0 / math.log(self._gamma)
+        self.bins: dict[int, int] = {}
+        self.zero_count = 0
+        self.count = 0
+        self.total = 0.0
+
+    def bucket_of(self, value: float) -> int:
+        """The bucket index a positive value falls in."""
+        return math.ceil(math.log(value) * self._inv_log_gamma)
+
+    def add(self, value: float, weight: int = 1) -> None:
+        """Record `value` (>= 0) `weight` times."""
+        if value < 0:
+            raise ValueError(f"latency cannot be negative: {value}")
+        self.count += weight
+        self.total += value * weight
+        if value < MIN_POSITIVE:
+            self.zero_count += weight
+            return
+        index = math.ceil(math.log(value) * self._inv_log_gamma)
+        bins = self.bins
+        bins[index] = bins.get(index, 0) + weight
+
+    def add_bucket(self, index: int, weight: int, value_sum: float) -> None:
+        """Record `weight` values already mapped to bucket `index` (a hot path maps them itself)."""
+        self.count += weight
+        self.total += value_sum
+        bins = self.bins
+        bins[index] = bins.get(index, 0) + weight
+
+    def merge(self, other: LatencySketch) -> None:
+        """Add every value of `other` (same accuracy required) to this sketch."""
+        if other.relative_accuracy != self.relative_accuracy:
+            raise ValueError("cannot merge sketches of different accuracy")
+        bins = self.bins
+        for index, weight in other.bins.items():
+            bins[index] = bins.get(index, 0) + weight
+        self.zero_count += other.zero_count
+        self.count += other.count
+        self.total += other.total
+
+    def copy(self) -> LatencySketch:
+        clone = LatencySketch(self.relative_accuracy)
+        clone.bins = dict(self.bins)
+        clone.zero_count = self.zero_count
+        clone.count = self.count
+        clone.total = self.total
+        return clone
+
+    def quantile(self, q: float) -> float:
+        """The value of rank floor(q * (count - 1)) (numpy's method="lower"), within the relative accuracy.
+
+        Returns 0.0 for an empty sketch.
+        """
+        if not 0.0 <= q <= 1.0:
+            raise ValueError(f"quantile must be in [0, 1], got {q}")
+        if self.count == 0:
+            return 0.0
+        rank = math.floor(q * (self.count - 1))
+        if rank < self.zero_count:
+            return 0.0
+        seen = self.zero_count
+        for index in sorted(self.bins):
+            seen += self.bins[index]
+            if seen > rank:
+                return 2.0 * self._gamma**index / (self._gamma + 1.0)
+        raise AssertionError("sketch counts are inconsistent")  # pragma: no cover
+
+    def quantiles(self, qs: Iterable[float]) -> list[float]:
+        """Several quantiles in one pass over the sorted buckets."""
+        return [self.quantile(q) for q in qs]
+
+    @property
+    def mean(self) -> float:
+        return self.total / self.count if self.count else 0.0
+
+    def __len__(self) -> int:
+        return len(self.bins)

@@ -1,0 +1,1 @@
+"""The project's test suites, one folder per top-level package."""

@@ -1,0 +1,65 @@
+"""Test support: a real control plane server on loopback, run on its own event-loop thread."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from controlplane.config import Config
+from controlplane.server import BoundPorts, ControlPlaneServer
+from telemetry import ModelConfig
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = Path(os.environ.get("CONTROLPLANE_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+@dataclass
+class RunningServer:
+    server: ControlPlaneServer
+    ports: BoundPorts
+    loop: asyncio.AbstractEventLoop
+
+    @property
+    def grpc_target(self) -> str:
+        return f"127.0.0.1:{self.ports.otlp_grpc}"
+
+    @property
+    def api_target(self) -> str:
+        return f"127.0.0.1:{self.ports.api}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.otlp_http}/v1/traces"
+
+    def call(self, function: Callable[[], Any]) -> Any:
+        """Run `function` on the server's loop (the only thread that may touch the model) and return its result."""
+
+        async def run() -> Any:
+            return function()
+
+        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(timeout=30)
+
+
+@contextlib.contextmanager
+def running_server(model: ModelConfig | None = None, **server_settings: Any) -> Iterator[RunningServer]:
+    """A ControlPlaneServer on 127.0.0.1 ephemeral ports, stopped on exit."""
+    settings = {"otlp_grpc": "127.0.0.1:0", "otlp_http": "127.0.0.1:0", "api": "127.0.0.1:0", **server_settings}
+    config = Config(model=model or ModelConfig()).with_server(**settings)
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="control-plane", daemon=True)
+    thread.start()
+    server = ControlPlaneServer(config)
+    try:
+        ports = asyncio.run_coroutine_threadsafe(server.start(), loop).result(timeout=30)
+        yield RunningServer(server, ports, loop)
+    finally:
+        asyncio.run_coroutine_threadsafe(server.stop(0), loop).result(timeout=30)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+        loop.close()
