@@ -62,17 +62,21 @@ def graph_pb(snapshot: GraphSnapshot) -> pb.GetGraphResponse:
 
 
 class ControlPlaneApi(pb_grpc.ControlPlaneServicer):
-    """Read-only queries over the model; runs on the same event loop as ingest, so snapshots are consistent."""
+    """Read-only queries over the model, on the ingest event loop, so snapshots are consistent."""
 
     def __init__(self, model: TelemetryModel) -> None:
         self.model = model
 
     async def _window(self, requested: float, context: grpc.aio.ServicerContext) -> float | None:
         if math.isnan(requested) or requested < 0 or math.isinf(requested):
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"window_seconds must be >= 0, got {requested}")
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, f"window_seconds must be >= 0, got {requested}"
+            )
         return requested or None
 
-    async def GetGraph(self, request: pb.GetGraphRequest, context: grpc.aio.ServicerContext) -> pb.GetGraphResponse:
+    async def GetGraph(
+        self, request: pb.GetGraphRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetGraphResponse:
         window = await self._window(request.window_seconds, context)
         return graph_pb(self.model.snapshot(window))
 

@@ -21,7 +21,9 @@ DEFAULT_TARGET = "127.0.0.1:4317"
 def _serve(args: argparse.Namespace) -> int:
     from controlplane.server import ControlPlaneServer
 
-    config = Config.load(args.config).with_server(otlp_grpc=args.otlp_grpc, otlp_http=args.otlp_http, api=args.api)
+    config = Config.load(args.config).with_server(
+        otlp_grpc=args.otlp_grpc, otlp_http=args.otlp_http, api=args.api
+    )
     server = ControlPlaneServer(config)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     asyncio.run(server.serve_forever())
@@ -44,7 +46,9 @@ def _graph(args: argparse.Namespace) -> int:
 
 
 def _stats(args: argparse.Namespace) -> int:
-    request = pb.GetServiceStatsRequest(services=args.service, include_operations=True, window_seconds=args.window)
+    request = pb.GetServiceStatsRequest(
+        services=args.service, include_operations=True, window_seconds=args.window
+    )
     response = _stub(args.target).GetServiceStats(request, timeout=args.timeout)
     if args.json:
         print(to_json(stats_list(response)))
@@ -77,13 +81,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="run the control plane (OTLP receivers and the gRPC API)")
     serve.add_argument("--config", help="TOML file with [server] and [model] settings")
-    serve.add_argument("--otlp-grpc", metavar="ADDR", help="OTLP/gRPC listen address (default 127.0.0.1:4317)")
-    serve.add_argument("--otlp-http", metavar="ADDR", help="OTLP/HTTP listen address (default 127.0.0.1:4318)")
+    serve.add_argument(
+        "--otlp-grpc", metavar="ADDR", help="OTLP/gRPC listen address (default 127.0.0.1:4317)"
+    )
+    serve.add_argument(
+        "--otlp-http", metavar="ADDR", help="OTLP/HTTP listen address (default 127.0.0.1:4318)"
+    )
     serve.add_argument("--api", metavar="ADDR", help="gRPC API address; may equal --otlp-grpc (the default)")
     serve.set_defaults(run=_serve)
 
-    for name, run, text in (("graph", _graph, "print the service dependency graph"),
-                            ("stats", _stats, "print per-service and per-operation statistics")):
+    for name, run, text in (
+        ("graph", _graph, "print the service dependency graph"),
+        ("stats", _stats, "print per-service and per-operation statistics"),
+    ):
         query = commands.add_parser(name, help=text)
         query.add_argument("--target", default=DEFAULT_TARGET, help="control plane API address")
         query.add_argument("--window", type=float, default=0.0, help="window in seconds (0: the server's)")
@@ -92,7 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "graph":
             query.add_argument("--dot", action="store_true", help="print Graphviz DOT")
         else:
-            query.add_argument("--service", action="append", default=[], help="only this service (repeatable)")
+            query.add_argument(
+                "--service", action="append", default=[], help="only this service (repeatable)"
+            )
         query.set_defaults(run=run)
 
     demo = commands.add_parser("demo", help="serve, drive generated traces at it, and show the live graph")

@@ -16,7 +16,7 @@ from rich.live import Live
 from rich.table import Table
 
 from controlplane.config import Config
-from controlplane.render import print_graph, print_stats
+from controlplane.render import make_console, print_graph, print_stats
 from controlplane.server import ControlPlaneServer
 from controlplane.tracegen import TraceGenerator, layered_topology
 from protos.controlplane.v1 import controlplane_pb2 as pb
@@ -26,8 +26,9 @@ from telemetry.otlp_status import EXPORT_METHOD
 TICK_SECONDS = 0.5
 
 
-def send_generated_traffic(target: str, seconds: float, traces_per_second: float, seed: int,
-                           stop: threading.Event) -> int:
+def send_generated_traffic(
+    target: str, seconds: float, traces_per_second: float, seed: int, stop: threading.Event
+) -> int:
     """Export generated traces to `target` at a steady rate; returns the number of spans sent."""
     generator = TraceGenerator(layered_topology(seed=seed), seed=seed, error_ratio=0.02)
     sent = 0
@@ -38,7 +39,9 @@ def send_generated_traffic(target: str, seconds: float, traces_per_second: float
             started = time.monotonic()
             request = generator.request(min_traces=max(1, round(traces_per_second * TICK_SECONDS)))
             export(request.SerializeToString(), timeout=10)
-            sent += sum(len(scope.spans) for resource in request.resource_spans for scope in resource.scope_spans)
+            sent += sum(
+                len(scope.spans) for resource in request.resource_spans for scope in resource.scope_spans
+            )
             stop.wait(max(0.0, TICK_SECONDS - (time.monotonic() - started)))
     return sent
 
@@ -64,7 +67,9 @@ async def _run(seconds: float, traces_per_second: float, seed: int, console: Con
     server = ControlPlaneServer(config)
     ports = await server.start()
     target = f"127.0.0.1:{ports.api}"
-    console.print(f"control plane listening: OTLP/gRPC and API on {target}, OTLP/HTTP on 127.0.0.1:{ports.otlp_http}")
+    console.print(
+        f"control plane listening: OTLP/gRPC and API on {target}, OTLP/HTTP on 127.0.0.1:{ports.otlp_http}"
+    )
     stop = threading.Event()
     sender = asyncio.create_task(
         asyncio.to_thread(send_generated_traffic, target, seconds, traces_per_second, seed, stop)
@@ -93,5 +98,5 @@ async def _run(seconds: float, traces_per_second: float, seed: int, console: Con
 
 def run_demo(seconds: float = 20.0, traces_per_second: float = 100.0, seed: int = 1) -> int:
     """The main job until the scenario benchmark exists: returns the process exit code."""
-    asyncio.run(_run(seconds, traces_per_second, seed, Console()))
+    asyncio.run(_run(seconds, traces_per_second, seed, make_console()))
     return 0

@@ -60,8 +60,12 @@ def stats_list(response: pb.GetServiceStatsResponse) -> list[dict[str, Any]]:
         entry: dict[str, Any] = {"service": service.service, **stats_dict(service.stats)}
         entry.update(requests_total=service.requests_total, errors_total=service.errors_total)
         entry["operations"] = [
-            {"operation": op.operation, **stats_dict(op.stats), "requests_total": op.requests_total,
-             "errors_total": op.errors_total}
+            {
+                "operation": op.operation,
+                **stats_dict(op.stats),
+                "requests_total": op.requests_total,
+                "errors_total": op.errors_total,
+            }
             for op in service.operations
         ]
         services.append(entry)
@@ -88,6 +92,12 @@ def graph_dot(graph: pb.GetGraphResponse) -> str:
     return "\n".join(lines)
 
 
+def make_console() -> Console:
+    """A console for tables; when piped, wide enough that service names are not cut."""
+    terminal = Console()
+    return terminal if terminal.is_terminal else Console(width=160)
+
+
 def _stat_columns(table: Table) -> None:
     for column in ("req/s", "err %", "p50 ms", "p95 ms", "p99 ms", "in flight"):
         table.add_column(column, justify="right")
@@ -106,7 +116,7 @@ def _stat_cells(stats: pb.WindowStats) -> list[str]:
 
 def print_graph(graph: pb.GetGraphResponse, console: Console | None = None) -> None:
     """The graph as two tables: nodes, then edges."""
-    console = console or Console()
+    console = console or make_console()
     nodes = Table(title=f"Services ({len(graph.nodes)})")
     nodes.add_column("service")
     nodes.add_column("kind")
@@ -128,13 +138,15 @@ def print_graph(graph: pb.GetGraphResponse, console: Console | None = None) -> N
 
 
 def print_stats(response: pb.GetServiceStatsResponse, console: Console | None = None) -> None:
-    console = console or Console()
+    console = console or make_console()
     table = Table(title="Service statistics")
     table.add_column("service / operation")
     _stat_columns(table)
     table.add_column("total", justify="right")
     for service in response.services:
-        table.add_row(f"[bold]{service.service}[/bold]", *_stat_cells(service.stats), str(service.requests_total))
+        table.add_row(
+            f"[bold]{service.service}[/bold]", *_stat_cells(service.stats), str(service.requests_total)
+        )
         for op in service.operations:
             table.add_row(f"  {op.operation}", *_stat_cells(op.stats), str(op.requests_total))
     console.print(table)

@@ -80,7 +80,7 @@ class TraceGenerator:
     def request(
         self, min_spans: int = 1, min_traces: int = 1, start_unix_nano: int | None = None
     ) -> ExportTraceServiceRequest:
-        """Whole traces (at least `min_spans` spans and `min_traces` traces) sharing one fresh trace-id marker."""
+        """Whole traces (at least `min_spans` spans, `min_traces` traces) sharing a fresh trace-id marker."""
         marker = self.rng.randbytes(MARKER_BYTES)
         by_service: dict[str, list[Span]] = defaultdict(list)
         spans = traces = 0
@@ -94,15 +94,20 @@ class TraceGenerator:
         for service in sorted(by_service):
             resource_spans = request.resource_spans.add()
             resource_spans.resource.attributes.extend(
-                [_kv("service.name", service), _kv("service.version", "1.4.2"), _kv("telemetry.sdk.language", "python")]
+                [
+                    _kv("service.name", service),
+                    _kv("service.version", "1.4.2"),
+                    _kv("telemetry.sdk.language", "python"),
+                ]
             )
             scope_spans = resource_spans.scope_spans.add()
             scope_spans.scope.name = "controlplane.tracegen"
             scope_spans.spans.extend(by_service[service])
         return request
 
-    def _serve(self, service: str, trace_id: bytes, parent: bytes, start: int, depth: int,
-               out: dict[str, list[Span]]) -> int:
+    def _serve(
+        self, service: str, trace_id: bytes, parent: bytes, start: int, depth: int, out: dict[str, list[Span]]
+    ) -> int:
         """The SERVER span of `service` and everything below it; returns how many spans were made."""
         rng = self.rng
         span_id = rng.randbytes(8)
@@ -119,42 +124,76 @@ class TraceGenerator:
             child_end = child_start + rng.randint(200_000, 5_000_000)
             error = rng.random() < self.error_ratio
             failed |= error
-            out[service].append(_span(trace_id, client_id, span_id, f"GET {callee}", _CLIENT, cursor,
-                                      child_end + 20_000, error, [
-                                          _kv("http.request.method", "GET"),
-                                          _kv("server.address", callee),
-                                          _kv("server.port", 8080),
-                                          _kv("url.full", f"http://{callee}:8080{route}"),
-                                          _kv("http.response.status_code", 500 if error else 200),
-                                          _kv("network.protocol.version", "1.1"),
-                                      ]))
+            out[service].append(
+                _span(
+                    trace_id,
+                    client_id,
+                    span_id,
+                    f"GET {callee}",
+                    _CLIENT,
+                    cursor,
+                    child_end + 20_000,
+                    error,
+                    [
+                        _kv("http.request.method", "GET"),
+                        _kv("server.address", callee),
+                        _kv("server.port", 8080),
+                        _kv("url.full", f"http://{callee}:8080{route}"),
+                        _kv("http.response.status_code", 500 if error else 200),
+                        _kv("network.protocol.version", "1.1"),
+                    ],
+                )
+            )
             made += 1
             cursor = child_end + 30_000
         database = self.topology.databases.get(service)
         if database is not None:
             name, system = database
             db_end = cursor + rng.randint(100_000, 2_000_000)
-            out[service].append(_span(trace_id, rng.randbytes(8), span_id, f"SELECT {name}", _CLIENT, cursor, db_end,
-                                      False, [
-                                          _kv("db.system", system),
-                                          _kv("db.namespace", name),
-                                          _kv("db.operation.name", "SELECT"),
-                                          _kv("server.address", f"{name}.internal"),
-                                          _kv("server.port", 5432),
-                                      ]))
+            out[service].append(
+                _span(
+                    trace_id,
+                    rng.randbytes(8),
+                    span_id,
+                    f"SELECT {name}",
+                    _CLIENT,
+                    cursor,
+                    db_end,
+                    False,
+                    [
+                        _kv("db.system", system),
+                        _kv("db.namespace", name),
+                        _kv("db.operation.name", "SELECT"),
+                        _kv("server.address", f"{name}.internal"),
+                        _kv("server.port", 5432),
+                    ],
+                )
+            )
             made += 1
             cursor = db_end
         end = cursor + rng.randint(20_000, 200_000)
-        out[service].append(_span(trace_id, span_id, parent, f"GET {route}", _SERVER, start, end, failed, [
-            _kv("http.request.method", "GET"),
-            _kv("http.route", route),
-            _kv("url.path", route.replace("{id}", str(rng.randint(1, 9999)))),
-            _kv("url.scheme", "http"),
-            _kv("http.response.status_code", 500 if failed else 200),
-            _kv("server.port", 8080),
-            _kv("user_agent.original", "tracegen/1.0"),
-            _kv("network.peer.address", f"10.0.{depth}.{rng.randint(1, 250)}"),
-        ]))
+        out[service].append(
+            _span(
+                trace_id,
+                span_id,
+                parent,
+                f"GET {route}",
+                _SERVER,
+                start,
+                end,
+                failed,
+                [
+                    _kv("http.request.method", "GET"),
+                    _kv("http.route", route),
+                    _kv("url.path", route.replace("{id}", str(rng.randint(1, 9999)))),
+                    _kv("url.scheme", "http"),
+                    _kv("http.response.status_code", 500 if failed else 200),
+                    _kv("server.port", 8080),
+                    _kv("user_agent.original", "tracegen/1.0"),
+                    _kv("network.peer.address", f"10.0.{depth}.{rng.randint(1, 250)}"),
+                ],
+            )
+        )
         return made
 
 
@@ -176,10 +215,26 @@ def _kv(key: str, value: str | int) -> KeyValue:
     return kv
 
 
-def _span(trace_id: bytes, span_id: bytes, parent: bytes, name: str, kind: int, start: int, end: int, error: bool,
-          attributes: list[KeyValue]) -> Span:
-    span = Span(trace_id=trace_id, span_id=span_id, parent_span_id=parent, name=name, kind=kind,
-                start_time_unix_nano=start, end_time_unix_nano=end)
+def _span(
+    trace_id: bytes,
+    span_id: bytes,
+    parent: bytes,
+    name: str,
+    kind: int,
+    start: int,
+    end: int,
+    error: bool,
+    attributes: list[KeyValue],
+) -> Span:
+    span = Span(
+        trace_id=trace_id,
+        span_id=span_id,
+        parent_span_id=parent,
+        name=name,
+        kind=kind,
+        start_time_unix_nano=start,
+        end_time_unix_nano=end,
+    )
     span.attributes.extend(attributes)
     if error:
         span.status.code = Status.STATUS_CODE_ERROR

@@ -17,13 +17,12 @@ EntryRecorder = Callable[[str, str, float, bool], None]
 
 
 class TelemetryAggregates:
-    """Per-service, per-operation and per-edge `WindowedStats`, plus which nodes exist."""
+    """Per-operation and per-edge `WindowedStats` (services merge their operations), and which nodes exist."""
 
     def __init__(self, bucket_seconds: float, bucket_count: int, relative_accuracy: float) -> None:
         self.bucket_seconds = bucket_seconds
         self.bucket_count = bucket_count
         self.relative_accuracy = relative_accuracy
-        self.services: dict[str, WindowedStats] = {}
         self.operations: dict[tuple[str, str], WindowedStats] = {}
         self.edges: dict[tuple[str, str], WindowedStats] = {}
         # Every service that sent spans, and when it last did (a service may serve no entry spans).
@@ -35,13 +34,19 @@ class TelemetryAggregates:
     def _stats(self, table: dict, key: Hashable, now: float) -> WindowedStats:
         stats = table.get(key)
         if stats is None:
-            stats = table[key] = WindowedStats(self.bucket_seconds, self.bucket_count, self.relative_accuracy, now)
+            stats = table[key] = WindowedStats(
+                self.bucket_seconds, self.bucket_count, self.relative_accuracy, now
+            )
         stats.last_seen = max(stats.last_seen, now)
         return stats
 
     def entry_recorder(self, bucket_index: int, now: float) -> EntryRecorder:
-        """A function recording one served request into bucket `bucket_index`; cached for one batch."""
-        cache: dict[tuple[str, str], tuple[WindowedStats, Aggregate, WindowedStats, Aggregate]] = {}
+        """A function recording one served request into bucket `bucket_index`; cached for one batch.
+
+        Only the operation is recorded: a service's window is the merge of its operations' windows, made
+        when a snapshot is taken, which keeps one sketch update per span on the hot path.
+        """
+        cache: dict[tuple[str, str], tuple[WindowedStats, Aggregate]] = {}
         log = math.log
         ceil = math.ceil
 
@@ -49,34 +54,38 @@ class TelemetryAggregates:
             key = (service, operation)
             hit = cache.get(key)
             if hit is None:
-                service_stats = self._stats(self.services, service, now)
-                operation_stats = self._stats(self.operations, key, now)
-                hit = cache[key] = (
-                    service_stats,
-                    service_stats.bucket(bucket_index),
-                    operation_stats,
-                    operation_stats.bucket(bucket_index),
-                )
-            service_stats, service_bucket, operation_stats, operation_bucket = hit
-            service_stats.requests_total += 1
-            operation_stats.requests_total += 1
+                stats = self._stats(self.operations, key, now)
+                hit = cache[key] = (stats, stats.bucket(bucket_index))
+            stats, bucket = hit
+            stats.requests_total += 1
             if error:
-                service_stats.errors_total += 1
-                operation_stats.errors_total += 1
-                service_bucket.errors += 1
-                operation_bucket.errors += 1
-            # The sketch's own `add`, inlined for both sketches: this runs once per ingested span.
-            for sketch in (service_bucket.sketch, operation_bucket.sketch):
-                sketch.count += 1
-                sketch.total += latency_ms
-                if latency_ms < MIN_POSITIVE:
-                    sketch.zero_count += 1
-                else:
-                    index = ceil(log(latency_ms) * sketch._inv_log_gamma)
-                    bins = sketch.bins
-                    bins[index] = bins.get(index, 0) + 1
+                stats.errors_total += 1
+                bucket.errors += 1
+            # LatencySketch.add, inlined: this runs once per ingested span.
+            sketch = bucket.sketch
+            sketch.count += 1
+            sketch.total += latency_ms
+            if latency_ms < MIN_POSITIVE:
+                sketch.zero_count += 1
+            else:
+                index = ceil(log(latency_ms) * sketch._inv_log_gamma)
+                bins = sketch.bins
+                bins[index] = bins.get(index, 0) + 1
 
         return record
+
+    def service_stats(self) -> dict[str, WindowedStats]:
+        """Per-service windows, each the merge of the service's operations."""
+        merged: dict[str, WindowedStats] = {}
+        for (service, _), stats in self.operations.items():
+            target = merged.get(service)
+            if target is None:
+                target = merged[service] = self.empty_stats(stats.first_seen)
+            target.merge(stats)
+        return merged
+
+    def empty_stats(self, now: float) -> WindowedStats:
+        return WindowedStats(self.bucket_seconds, self.bucket_count, self.relative_accuracy, now)
 
     def saw_service(self, service: str, now: float) -> None:
         self.service_last_seen[service] = max(self.service_last_seen.get(service, now), now)
@@ -95,7 +104,7 @@ class TelemetryAggregates:
 
     def forget_before(self, cutoff: float) -> None:
         """Drop services, operations, edges and external nodes last seen before `cutoff`."""
-        for table in (self.services, self.operations, self.edges):
+        for table in (self.operations, self.edges):
             for key in [key for key, stats in table.items() if stats.last_seen < cutoff]:
                 del table[key]
         for key in [key for key, seen in self.service_last_seen.items() if seen < cutoff]:
@@ -108,15 +117,11 @@ class TelemetryAggregates:
         """Add another shard's aggregates into these (same bucket width and accuracy)."""
         if (other.bucket_seconds, other.relative_accuracy) != (self.bucket_seconds, self.relative_accuracy):
             raise ValueError("cannot merge aggregates kept with different buckets or accuracy")
-        for mine, theirs in ((self.services, other.services), (self.operations, other.operations),
-                             (self.edges, other.edges)):
+        for mine, theirs in ((self.operations, other.operations), (self.edges, other.edges)):
             for key, stats in theirs.items():
                 target = mine.get(key)
                 if target is None:
-                    target = mine[key] = WindowedStats(
-                        self.bucket_seconds, self.bucket_count, self.relative_accuracy, stats.first_seen
-                    )
-                    target.last_seen = stats.last_seen
+                    target = mine[key] = self.empty_stats(stats.first_seen)
                 target.merge(stats)
         for service, seen in other.service_last_seen.items():
             self.saw_service(service, seen)

@@ -80,7 +80,7 @@ class Ingestor:
         return self._queued_bytes
 
     async def submit(self, body: bytes, encoding: Encoding) -> IngestResult:
-        """Queue one request body and wait until the model has taken it; raises Overloaded, MalformedRequest."""
+        """Queue one body and wait until the model has taken it; raises Overloaded or MalformedRequest."""
         # One oversized body is admitted into an empty queue, so a limit below the request size limit
         # cannot turn a legal request into an endless retry loop.
         if self._queued_bytes and self._queued_bytes + len(body) > self.max_queue_bytes:

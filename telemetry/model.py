@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from telemetry.aggregates import TelemetryAggregates
 from telemetry.linker import DependencyLinker
@@ -83,6 +84,17 @@ class IngestResult:
         return f"rejected {self.rejected_spans} span(s): " + "; ".join(self.reasons) + tail
 
 
+def invalid_span_reason(span: Span) -> str:
+    """Why the OTLP specification makes `span` invalid (called only for spans that are)."""
+    if len(span.trace_id) != 16 or span.trace_id == _ZERO_TRACE_ID:
+        return "invalid trace_id (must be 16 bytes, not all zero)"
+    if len(span.span_id) != 8 or span.span_id == _ZERO_SPAN_ID:
+        return "invalid span_id (must be 8 bytes, not all zero)"
+    if span.parent_span_id and (len(span.parent_span_id) != 8 or span.parent_span_id == _ZERO_SPAN_ID):
+        return "invalid parent_span_id (must be empty or 8 bytes, not all zero)"
+    return f"end time {span.end_time_unix_nano} is before start time {span.start_time_unix_nano}"
+
+
 class TelemetryModel:
     """Everything the control plane knows from traces; fed by receivers, read through snapshots."""
 
@@ -121,17 +133,17 @@ class TelemetryModel:
                     parent_id = span.parent_span_id
                     start = span.start_time_unix_nano
                     end = span.end_time_unix_nano
-                    if len(trace_id) != 16 or trace_id == _ZERO_TRACE_ID:
-                        result.reject(f"resource {resource_index} span {span.name!r}: invalid trace_id")
-                        continue
-                    if len(span_id) != 8 or span_id == _ZERO_SPAN_ID:
-                        result.reject(f"resource {resource_index} span {span.name!r}: invalid span_id")
-                        continue
-                    if parent_id and (len(parent_id) != 8 or parent_id == _ZERO_SPAN_ID):
-                        result.reject(f"resource {resource_index} span {span.name!r}: invalid parent_span_id")
-                        continue
-                    if end < start:
-                        result.reject(f"resource {resource_index} span {span.name!r}: end before start")
+                    # One cheap test for the common case; the reason is worked out only for bad spans.
+                    if (
+                        len(trace_id) != 16
+                        or len(span_id) != 8
+                        or end < start
+                        or trace_id == _ZERO_TRACE_ID
+                        or span_id == _ZERO_SPAN_ID
+                        or (parent_id and (len(parent_id) != 8 or parent_id == _ZERO_SPAN_ID))
+                    ):
+                        reason = invalid_span_reason(span)
+                        result.reject(f"resource {resource_index} span {span.name!r}: {reason}")
                         continue
                     kind = span.kind
                     status = span.status.code
@@ -139,21 +151,20 @@ class TelemetryModel:
                     peer = None
                     # Internal spans carry neither peers nor protocol status codes: skip their attributes.
                     if kind >= KIND_SERVER:
-                        attributes: dict[str, object] = {}
+                        found: dict[str, object] = {}
                         for kv in span.attributes:
                             key = kv.key
                             if key in interesting:
-                                attributes[key] = any_value_scalar(kv.value)
-                        error = is_error(status, attributes)
-                        if (kind == KIND_CLIENT or kind == KIND_PRODUCER) and attributes:
-                            named = peer_of(attributes)
-                            if named is not None:
-                                peer = (named.name, named.system)
+                                found[key] = any_value_scalar(kv.value)
+                        error = is_error(status, found)
+                        if kind in (KIND_CLIENT, KIND_PRODUCER) and found:
+                            peer = peer_of(found)
+                        if kind in (KIND_SERVER, KIND_CONSUMER) or not parent_id:
+                            entry(service, operation_of(span.name, found), latency_ms, error)
                     else:
-                        attributes = {}
                         error = status == STATUS_ERROR
-                    if kind == KIND_SERVER or kind == KIND_CONSUMER or not parent_id:
-                        entry(service, operation_of(span.name, attributes), latency_ms, error)
+                        if not parent_id:
+                            entry(service, span.name, latency_ms, error)
                     link_keys = None
                     if kind == KIND_CONSUMER and span.links:
                         link_keys = [
@@ -182,14 +193,18 @@ class TelemetryModel:
         """Time out pending links and forget services, operations and edges unseen for the retention."""
         now = self.clock() if now is None else now
         self.linker.expire(now)
-        self.aggregates.record_calls(self.linker.take_calls(), math.floor(now / self.config.bucket_seconds), now)
+        self.aggregates.record_calls(
+            self.linker.take_calls(), math.floor(now / self.config.bucket_seconds), now
+        )
         self.aggregates.forget_before(now - self.config.retention_seconds)
 
     def flush(self, now: float | None = None) -> None:
         """Resolve every pending link now: unanswered client calls become calls to external nodes."""
         now = self.clock() if now is None else now
         self.linker.flush()
-        self.aggregates.record_calls(self.linker.take_calls(), math.floor(now / self.config.bucket_seconds), now)
+        self.aggregates.record_calls(
+            self.linker.take_calls(), math.floor(now / self.config.bucket_seconds), now
+        )
 
     def snapshot(self, window_seconds: float | None = None, now: float | None = None) -> GraphSnapshot:
         """An immutable picture of the graph and its window statistics."""

@@ -28,13 +28,19 @@ JSON = "application/json"
 DEFAULT_MAX_REQUEST_BYTES = 64 * 1024 * 1024
 
 
-def _reply(message: Message, encoding: Encoding, status: int = 200, headers: dict | None = None) -> web.Response:
+def _reply(
+    message: Message, encoding: Encoding, status: int = 200, headers: dict | None = None
+) -> web.Response:
     if encoding is Encoding.JSON:
         return web.Response(body=message_to_json(message), status=status, content_type=JSON, headers=headers)
-    return web.Response(body=message.SerializeToString(), status=status, content_type=PROTOBUF, headers=headers)
+    return web.Response(
+        body=message.SerializeToString(), status=status, content_type=PROTOBUF, headers=headers
+    )
 
 
-def trace_receiver_app(ingestor: Ingestor, max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES) -> web.Application:
+def trace_receiver_app(
+    ingestor: Ingestor, max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+) -> web.Application:
     """The aiohttp application serving `POST /v1/traces`."""
 
     async def export(request: web.Request) -> web.Response:
@@ -51,8 +57,11 @@ def trace_receiver_app(ingestor: Ingestor, max_request_bytes: int = DEFAULT_MAX_
         except web.HTTPRequestEntityTooLarge:
             message = f"request body exceeds the limit of {max_request_bytes} bytes"
             return _reply(error_status(RESOURCE_EXHAUSTED, message), encoding, status=413)
-        except web.HTTPException as error:  # e.g. a body that is not valid gzip
+        except web.HTTPException as error:
             return _reply(error_status(INVALID_ARGUMENT, error.text or error.reason), encoding, status=400)
+        except web.RequestPayloadError as error:  # e.g. a body that is not valid gzip
+            message = f"cannot read the body: {error}"
+            return _reply(error_status(INVALID_ARGUMENT, message), encoding, status=400)
         try:
             result = await ingestor.submit(body, encoding)
         except MalformedRequest as error:

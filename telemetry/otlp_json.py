@@ -3,8 +3,9 @@
 OTLP/JSON is the protobuf JSON mapping with two differences, handled here before protobuf's own parser
 runs: trace and span ids are hex strings (case-insensitive) instead of base64, and enums may be integers
 or names (protobuf accepts both already). Unknown fields are ignored, as the specification requires. An id
-that is not valid hex is decoded as empty, so the span is rejected on its own by the model's validation
-and the rest of the request is kept.
+that is not valid hex is decoded as one zero byte, a length no id has, so the span is rejected on its own
+by the model's validation and the rest of the request is kept (empty would not do: an empty parent id means
+a root span).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+_INVALID_ID = b"\x00"
 _ID_FIELDS = ("traceId", "spanId", "parentSpanId", "trace_id", "span_id", "parent_span_id")
 
 
@@ -32,7 +34,12 @@ def parse_trace_request(body: bytes) -> ExportTraceServiceRequest:
         raise MalformedRequest(f"body is not valid JSON: {error}") from None
     if not isinstance(document, dict):
         raise MalformedRequest("body must be a JSON object holding resourceSpans")
-    unknown_signal = {"resourceLogs", "resourceMetrics", "resource_logs", "resource_metrics"} & document.keys()
+    unknown_signal = {
+        "resourceLogs",
+        "resourceMetrics",
+        "resource_logs",
+        "resource_metrics",
+    } & document.keys()
     if unknown_signal and not ({"resourceSpans", "resource_spans"} & document.keys()):
         raise MalformedRequest(f"this endpoint takes traces, got {sorted(unknown_signal)[0]}")
     for resource_spans in _items(document, "resourceSpans", "resource_spans"):
@@ -73,7 +80,9 @@ def _hex_ids_to_base64(element: Any) -> None:
             try:
                 raw = bytes.fromhex(value)
             except ValueError:
-                raw = b""  # invalid hex: the model rejects this one span as having an invalid id
+                # Invalid hex: a length no id has, so the model rejects this one span as having an invalid
+                # id (b"" would turn an invalid parentSpanId into a root span and accept it).
+                raw = _INVALID_ID
             element[key] = base64.b64encode(raw).decode()
 
 

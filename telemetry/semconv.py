@@ -6,8 +6,6 @@ whether a span failed although its status is unset, and which operation a server
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 # Span kinds and status codes as numbered in opentelemetry/proto/trace/v1/trace.proto.
 KIND_UNSPECIFIED, KIND_INTERNAL, KIND_SERVER, KIND_CLIENT, KIND_PRODUCER, KIND_CONSUMER = range(6)
 STATUS_UNSET, STATUS_OK, STATUS_ERROR = range(3)
@@ -51,14 +49,6 @@ INTERESTING_KEYS = frozenset(
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Peer:
-    """The callee a client or producer span names."""
-
-    name: str
-    system: str
-
-
 def any_value_scalar(value: object) -> str | int | float | bool | None:
     """The scalar inside an OTLP AnyValue (None for arrays, maps and unset values)."""
     which = value.WhichOneof("value")  # type: ignore[attr-defined]
@@ -67,13 +57,13 @@ def any_value_scalar(value: object) -> str | int | float | bool | None:
     return None
 
 
-def peer_of(attributes: dict[str, object]) -> Peer | None:
-    """The callee named by a client span's attributes, or None if it names none."""
+def peer_of(attributes: dict[str, object]) -> tuple[str, str] | None:
+    """(name, system) of the callee a client span's attributes name, or None if they name none."""
     for key in PEER_NAME_KEYS:
         name = attributes.get(key)
         if name not in (None, ""):
             system = next((str(attributes[k]) for k in SYSTEM_KEYS if attributes.get(k)), "")
-            return Peer(str(name), system)
+            return str(name), system
     return None
 
 

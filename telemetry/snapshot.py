@@ -73,7 +73,7 @@ class GraphSnapshot:
         raise KeyError((source, target))
 
     def to_networkx(self) -> nx.DiGraph:
-        """A read-only DiGraph: node attribute `snapshot` holds the NodeSnapshot, edge attribute `snapshot`."""
+        """A read-only DiGraph whose node and edge attribute `snapshot` holds the Node/EdgeSnapshot."""
         graph = nx.DiGraph()
         for node in self.nodes:
             graph.add_node(node.name, kind=node.kind, snapshot=node)
@@ -83,18 +83,25 @@ class GraphSnapshot:
 
 
 def build_snapshot(
-    aggregates: TelemetryAggregates, now: float, window_seconds: float, spans_accepted: int, spans_rejected: int
+    aggregates: TelemetryAggregates,
+    now: float,
+    window_seconds: float,
+    spans_accepted: int,
+    spans_rejected: int,
 ) -> GraphSnapshot:
     """Summarise every node and edge over the last `window_seconds`."""
     operations_by_service: dict[str, list[OperationSnapshot]] = {}
     for (service, operation), stats in aggregates.operations.items():
         operations_by_service.setdefault(service, []).append(
-            OperationSnapshot(operation, stats.summary(now, window_seconds), stats.requests_total, stats.errors_total)
+            OperationSnapshot(
+                operation, stats.summary(now, window_seconds), stats.requests_total, stats.errors_total
+            )
         )
     nodes: dict[str, NodeSnapshot] = {}
     empty = WindowSummary.of(Aggregate(aggregates.relative_accuracy), window_seconds)
+    service_stats = aggregates.service_stats()
     for service, seen in aggregates.service_last_seen.items():
-        stats = aggregates.services.get(service)
+        stats = service_stats.get(service)
         nodes[service] = NodeSnapshot(
             name=service,
             kind=SERVICE,
@@ -108,8 +115,14 @@ def build_snapshot(
     edges = []
     for (source, target), stats in aggregates.edges.items():
         edges.append(
-            EdgeSnapshot(source, target, stats.summary(now, window_seconds), stats.requests_total,
-                         stats.errors_total, stats.last_seen)
+            EdgeSnapshot(
+                source,
+                target,
+                stats.summary(now, window_seconds),
+                stats.requests_total,
+                stats.errors_total,
+                stats.last_seen,
+            )
         )
     for name, system in aggregates.externals.items():
         if name in nodes:
@@ -118,8 +131,9 @@ def build_snapshot(
         merged = None
         for stats in incoming:
             if merged is None:
-                merged = type(stats)(stats.bucket_seconds, stats.bucket_count, stats.relative_accuracy,
-                                     stats.first_seen)
+                merged = type(stats)(
+                    stats.bucket_seconds, stats.bucket_count, stats.relative_accuracy, stats.first_seen
+                )
             merged.merge(stats)
         nodes[name] = NodeSnapshot(
             name=name,

@@ -80,11 +80,20 @@ class WindowSummary:
 class WindowedStats:
     """Lifetime totals plus a ring of time buckets for one service, operation or edge."""
 
-    __slots__ = ("bucket_seconds", "bucket_count", "buckets", "requests_total", "errors_total", "first_seen",
-                 "last_seen", "relative_accuracy")
+    __slots__ = (
+        "bucket_seconds",
+        "bucket_count",
+        "buckets",
+        "requests_total",
+        "errors_total",
+        "first_seen",
+        "last_seen",
+        "relative_accuracy",
+    )
 
-    def __init__(self, bucket_seconds: float, bucket_count: int, relative_accuracy: float,
-                 now: float) -> None:
+    def __init__(
+        self, bucket_seconds: float, bucket_count: int, relative_accuracy: float, now: float
+    ) -> None:
         self.bucket_seconds = bucket_seconds
         self.bucket_count = bucket_count
         self.relative_accuracy = relative_accuracy

@@ -38,7 +38,7 @@ class RunningServer:
         return f"http://127.0.0.1:{self.ports.otlp_http}/v1/traces"
 
     def call(self, function: Callable[[], Any]) -> Any:
-        """Run `function` on the server's loop (the only thread that may touch the model) and return its result."""
+        """Run `function` on the server's loop (the only thread that may touch the model); return its result."""
 
         async def run() -> Any:
             return function()
@@ -49,7 +49,12 @@ class RunningServer:
 @contextlib.contextmanager
 def running_server(model: ModelConfig | None = None, **server_settings: Any) -> Iterator[RunningServer]:
     """A ControlPlaneServer on 127.0.0.1 ephemeral ports, stopped on exit."""
-    settings = {"otlp_grpc": "127.0.0.1:0", "otlp_http": "127.0.0.1:0", "api": "127.0.0.1:0", **server_settings}
+    settings = {
+        "otlp_grpc": "127.0.0.1:0",
+        "otlp_http": "127.0.0.1:0",
+        "api": "127.0.0.1:0",
+        **server_settings,
+    }
     config = Config(model=model or ModelConfig()).with_server(**settings)
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="control-plane", daemon=True)
