@@ -27,6 +27,7 @@ from telemetry.semconv import (
     KIND_SERVER,
     SERVICE_NAME,
     STATUS_ERROR,
+    STATUS_UNSET,
     UNKNOWN_SERVICE,
     any_value_scalar,
     is_error,
@@ -146,7 +147,8 @@ class TelemetryModel:
                         result.reject(f"resource {resource_index} span {span.name!r}: {reason}")
                         continue
                     kind = span.kind
-                    status = span.status.code
+                    # Most spans leave status unset: HasField avoids building the sub-message.
+                    status = span.status.code if span.HasField("status") else STATUS_UNSET
                     latency_ms = (end - start) * 1e-6
                     peer = None
                     # Internal spans carry neither peers nor protocol status codes: skip their attributes.

@@ -61,7 +61,11 @@ def trace_receiver_app(
             return _reply(error_status(INVALID_ARGUMENT, error.text or error.reason), encoding, status=400)
         except web.RequestPayloadError as error:  # e.g. a body that is not valid gzip
             message = f"cannot read the body: {error}"
-            return _reply(error_status(INVALID_ARGUMENT, message), encoding, status=400)
+            response = _reply(error_status(INVALID_ARGUMENT, message), encoding, status=400)
+            # The rest of the body cannot be read, so aiohttp drops the connection after this answer:
+            # say so (Connection: close), or a keep-alive client's next request is reset.
+            response.force_close()
+            return response
         try:
             result = await ingestor.submit(body, encoding)
         except MalformedRequest as error:

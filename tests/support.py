@@ -38,7 +38,7 @@ class RunningServer:
         return f"http://127.0.0.1:{self.ports.otlp_http}/v1/traces"
 
     def call(self, function: Callable[[], Any]) -> Any:
-        """Run `function` on the server's loop (the only thread that may touch the model); return its result."""
+        """Run `function` on the server loop (the only thread that may touch the model); return its result."""
 
         async def run() -> Any:
             return function()
