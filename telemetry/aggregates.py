@@ -7,6 +7,7 @@ aggregates of all of it (`merge`), which is how several receiver processes or ho
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Callable, Hashable, Iterable
 
 from telemetry.linker import Call
@@ -15,11 +16,24 @@ from telemetry.windows import Aggregate, WindowedStats
 
 EntryRecorder = Callable[[str, str, float, bool], None]
 
+# Span names can carry ids (`GET /users/8812`): past this many operations per service, new ones are
+# counted under OTHER_OPERATION so that memory stays bounded and the service's totals stay right.
+DEFAULT_MAX_OPERATIONS_PER_SERVICE = 200
+OTHER_OPERATION = "(other operations)"
+
 
 class TelemetryAggregates:
     """Per-operation and per-edge `WindowedStats` (services merge their operations), and which nodes exist."""
 
-    def __init__(self, bucket_seconds: float, bucket_count: int, relative_accuracy: float) -> None:
+    def __init__(
+        self,
+        bucket_seconds: float,
+        bucket_count: int,
+        relative_accuracy: float,
+        max_operations_per_service: int = DEFAULT_MAX_OPERATIONS_PER_SERVICE,
+    ) -> None:
+        self.max_operations_per_service = max_operations_per_service
+        self._operation_counts: dict[str, int] = {}
         self.bucket_seconds = bucket_seconds
         self.bucket_count = bucket_count
         self.relative_accuracy = relative_accuracy
@@ -54,7 +68,7 @@ class TelemetryAggregates:
             key = (service, operation)
             hit = cache.get(key)
             if hit is None:
-                stats = self._stats(self.operations, key, now)
+                stats = self._stats(self.operations, self._operation_key(service, operation), now)
                 hit = cache[key] = (stats, stats.bucket(bucket_index))
             stats, bucket = hit
             stats.requests_total += 1
@@ -73,6 +87,16 @@ class TelemetryAggregates:
                 bins[index] = bins.get(index, 0) + 1
 
         return record
+
+    def _operation_key(self, service: str, operation: str) -> tuple[str, str]:
+        key = (service, operation)
+        if key in self.operations:
+            return key
+        count = self._operation_counts.get(service, 0)
+        if count >= self.max_operations_per_service:
+            return (service, OTHER_OPERATION)
+        self._operation_counts[service] = count + 1
+        return key
 
     def service_stats(self) -> dict[str, WindowedStats]:
         """Per-service windows, each the merge of the service's operations."""
@@ -107,6 +131,7 @@ class TelemetryAggregates:
         for table in (self.operations, self.edges):
             for key in [key for key, stats in table.items() if stats.last_seen < cutoff]:
                 del table[key]
+        self._operation_counts = Counter(service for service, _ in self.operations)
         for key in [key for key, seen in self.service_last_seen.items() if seen < cutoff]:
             del self.service_last_seen[key]
         for key in [key for key, seen in self.external_last_seen.items() if seen < cutoff]:
@@ -123,6 +148,7 @@ class TelemetryAggregates:
                 if target is None:
                     target = mine[key] = self.empty_stats(stats.first_seen)
                 target.merge(stats)
+        self._operation_counts = Counter(service for service, _ in self.operations)
         for service, seen in other.service_last_seen.items():
             self.saw_service(service, seen)
         for name, system in other.externals.items():

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from telemetry.aggregates import TelemetryAggregates
+from telemetry.aggregates import DEFAULT_MAX_OPERATIONS_PER_SERVICE, TelemetryAggregates
 from telemetry.linker import DependencyLinker
 from telemetry.semconv import (
     INTERESTING_KEYS,
@@ -51,6 +51,7 @@ class ModelConfig:
     max_linked_spans: int = 1_000_000
     retention_seconds: float = 600.0
     relative_accuracy: float = 0.01
+    max_operations_per_service: int = DEFAULT_MAX_OPERATIONS_PER_SERVICE
 
     def __post_init__(self) -> None:
         if self.bucket_seconds <= 0 or self.window_seconds < self.bucket_seconds:
@@ -104,7 +105,10 @@ class TelemetryModel:
         self.clock = clock
         now = clock()
         self.aggregates = TelemetryAggregates(
-            self.config.bucket_seconds, self.config.bucket_count, self.config.relative_accuracy
+            self.config.bucket_seconds,
+            self.config.bucket_count,
+            self.config.relative_accuracy,
+            self.config.max_operations_per_service,
         )
         self.linker = DependencyLinker(self.config.link_ttl_seconds, self.config.max_linked_spans, now)
         self.spans_accepted = 0

@@ -65,3 +65,77 @@ def test_merging_shards_bucket_by_bucket_equals_the_union() -> None:
     assert left.requests_total == union.requests_total == 200
     with pytest.raises(ValueError):
         left.merge(WindowedStats(2.0, 10, 0.01, 0.0))
+
+
+def test_retention_forgets_silent_services_and_edges_and_caps_operations() -> None:
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    from telemetry import ModelConfig, TelemetryModel
+    from telemetry.aggregates import OTHER_OPERATION
+
+    clock = {"now": 100.0}
+    config = ModelConfig(window_seconds=10.0, retention_seconds=30.0, max_operations_per_service=5)
+    model = TelemetryModel(config, clock=lambda: clock["now"])
+
+    def export(service: str, span_names: list[str], parent_service: str | None = None) -> None:
+        request = ExportTraceServiceRequest()
+        for index, name in enumerate(span_names):
+            trace_id = bytes([len(service), index + 1]) + bytes(14)
+            if parent_service:
+                parent = request.resource_spans.add()
+                parent.resource.attributes.add(key="service.name").value.string_value = parent_service
+                parent.scope_spans.add().spans.add(
+                    trace_id=trace_id,
+                    span_id=b"p" * 8,
+                    name="call",
+                    kind=3,
+                    start_time_unix_nano=1,
+                    end_time_unix_nano=5,
+                )
+            resource = request.resource_spans.add()
+            resource.resource.attributes.add(key="service.name").value.string_value = service
+            resource.scope_spans.add().spans.add(
+                trace_id=trace_id,
+                span_id=b"s" * 8,
+                parent_span_id=b"p" * 8 if parent_service else b"",
+                name=name,
+                kind=2,
+                start_time_unix_nano=1,
+                end_time_unix_nano=2_000_000,
+            )
+        assert model.ingest(request).rejected_spans == 0
+
+    export("users", [f"GET /users/{user}" for user in range(50)], parent_service="web")
+    snapshot = model.snapshot()
+    users = snapshot.node("users")
+    assert users.requests_total == 50  # every request counted, whatever the operation cap
+    names = [operation.operation for operation in users.operations]
+    assert len(names) == 6 and OTHER_OPERATION in names
+    assert next(op for op in users.operations if op.operation == OTHER_OPERATION).requests_total == 45
+    assert snapshot.edge("web", "users").calls_total == 50
+
+    clock["now"] = 120.0
+    export("orders", ["GET /orders"])
+    model.expire()
+    assert {node.name for node in model.snapshot().nodes} == {"web", "users", "orders"}
+    clock["now"] = 140.0  # users and web silent for 40 s > 30 s retention; orders seen 20 s ago
+    model.expire()
+    snapshot = model.snapshot()
+    assert {node.name for node in snapshot.nodes} == {"orders"}
+    assert snapshot.edges == ()
+
+
+def test_linker_memory_is_capped_under_overload() -> None:
+    from telemetry.linker import DependencyLinker
+
+    linker = DependencyLinker(ttl_seconds=3600.0, max_spans=1000, now=0.0)
+    for index in range(20_000):
+        key = index.to_bytes(24, "big")
+        linker.add(key, None, ("svc", 3, 1.0, False), ("db", "redis"))
+    assert linker.spans_held <= 1000
+    assert linker.early_rotations >= 19
+    # Client spans pushed out early still count as calls to the external node, none lost.
+    assert (
+        len(linker.take_calls()) + sum(len(g.unanswered) for g in (linker._current, linker._previous))
+        == 20_000
+    )
