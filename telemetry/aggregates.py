@@ -98,16 +98,6 @@ class TelemetryAggregates:
         self._operation_counts[service] = count + 1
         return key
 
-    def service_stats(self) -> dict[str, WindowedStats]:
-        """Per-service windows, each the merge of the service's operations."""
-        merged: dict[str, WindowedStats] = {}
-        for (service, _), stats in self.operations.items():
-            target = merged.get(service)
-            if target is None:
-                target = merged[service] = self.empty_stats(stats.first_seen)
-            target.merge(stats)
-        return merged
-
     def empty_stats(self, now: float) -> WindowedStats:
         return WindowedStats(self.bucket_seconds, self.bucket_count, self.relative_accuracy, now)
 

@@ -67,6 +67,20 @@ class LatencySketch:
         self.count += other.count
         self.total += other.total
 
+    def subtract(self, other: LatencySketch) -> None:
+        """Remove every value of `other`, which must have been merged into this sketch before."""
+        bins = self.bins
+        for index, weight in other.bins.items():
+            left = bins[index] - weight
+            if left:
+                bins[index] = left
+            else:
+                del bins[index]
+        self.zero_count -= other.zero_count
+        self.count -= other.count
+        # Float sums do not subtract exactly: an empty sketch has no drift left.
+        self.total = self.total - other.total if self.count else 0.0
+
     def copy(self) -> LatencySketch:
         clone = LatencySketch(self.relative_accuracy)
         clone.bins = dict(self.bins)
@@ -82,21 +96,31 @@ class LatencySketch:
         """
         if not 0.0 <= q <= 1.0:
             raise ValueError(f"quantile must be in [0, 1], got {q}")
-        if self.count == 0:
-            return 0.0
-        rank = math.floor(q * (self.count - 1))
-        if rank < self.zero_count:
-            return 0.0
-        seen = self.zero_count
-        for index in sorted(self.bins):
-            seen += self.bins[index]
-            if seen > rank:
-                return 2.0 * self._gamma**index / (self._gamma + 1.0)
-        raise AssertionError("sketch counts are inconsistent")  # pragma: no cover
+        return self.quantiles((q,))[0]
 
     def quantiles(self, qs: Iterable[float]) -> list[float]:
-        """Several quantiles in one pass over the sorted buckets."""
-        return [self.quantile(q) for q in qs]
+        """Several quantiles (as `quantile`) in one pass over the sorted buckets."""
+        qs = list(qs)
+        if any(not 0.0 <= q <= 1.0 for q in qs):
+            raise ValueError(f"quantiles must be in [0, 1], got {qs}")
+        if self.count == 0 or not qs:
+            return [0.0] * len(qs)
+        ranks = sorted((math.floor(q * (self.count - 1)), position) for position, q in enumerate(qs))
+        answers = [0.0] * len(qs)
+        pending = iter(ranks)
+        rank, position = next(pending)
+        seen = self.zero_count
+        try:
+            while rank < seen:  # ranks that fall on zero values
+                rank, position = next(pending)
+            for index in sorted(self.bins):
+                seen += self.bins[index]
+                while rank < seen:
+                    answers[position] = 2.0 * self._gamma**index / (self._gamma + 1.0)
+                    rank, position = next(pending)
+        except StopIteration:
+            return answers
+        raise AssertionError("sketch counts are inconsistent")  # pragma: no cover
 
     @property
     def mean(self) -> float:

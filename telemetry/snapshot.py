@@ -89,65 +89,69 @@ def build_snapshot(
     spans_accepted: int,
     spans_rejected: int,
 ) -> GraphSnapshot:
-    """Summarise every node and edge over the last `window_seconds`."""
+    """Summarise every node and edge over the last `window_seconds`.
+
+    A service's window is the merge of its operations' windows, an external node's the merge of the
+    windows of the calls into it.
+    """
     operations_by_service: dict[str, list[OperationSnapshot]] = {}
+    service_windows: dict[str, tuple[Aggregate, float, int, int]] = {}
     for (service, operation), stats in aggregates.operations.items():
+        window, covered = stats.window(now, window_seconds)
         operations_by_service.setdefault(service, []).append(
             OperationSnapshot(
-                operation, stats.summary(now, window_seconds), stats.requests_total, stats.errors_total
+                operation, WindowSummary.of(window, covered), stats.requests_total, stats.errors_total
             )
         )
-    nodes: dict[str, NodeSnapshot] = {}
-    empty = WindowSummary.of(Aggregate(aggregates.relative_accuracy), window_seconds)
-    service_stats = aggregates.service_stats()
-    for service, seen in aggregates.service_last_seen.items():
-        stats = service_stats.get(service)
-        nodes[service] = NodeSnapshot(
-            name=service,
-            kind=SERVICE,
-            system="",
-            stats=stats.summary(now, window_seconds) if stats else empty,
-            requests_total=stats.requests_total if stats else 0,
-            errors_total=stats.errors_total if stats else 0,
-            last_seen=seen,
-            operations=tuple(sorted(operations_by_service.get(service, ()), key=lambda op: op.operation)),
-        )
+        _fold(service_windows, service, window, covered, stats.requests_total, stats.errors_total)
     edges = []
+    external_windows: dict[str, tuple[Aggregate, float, int, int]] = {}
     for (source, target), stats in aggregates.edges.items():
+        window, covered = stats.window(now, window_seconds)
         edges.append(
             EdgeSnapshot(
                 source,
                 target,
-                stats.summary(now, window_seconds),
+                WindowSummary.of(window, covered),
                 stats.requests_total,
                 stats.errors_total,
                 stats.last_seen,
             )
         )
+        if target in aggregates.externals:
+            _fold(external_windows, target, window, covered, stats.requests_total, stats.errors_total)
+    empty = (Aggregate(aggregates.relative_accuracy), window_seconds, 0, 0)
+    nodes: dict[str, NodeSnapshot] = {}
+    for service, seen in aggregates.service_last_seen.items():
+        window, covered, requests_total, errors_total = service_windows.get(service, empty)
+        nodes[service] = NodeSnapshot(
+            name=service,
+            kind=SERVICE,
+            system="",
+            stats=WindowSummary.of(window, covered),
+            requests_total=requests_total,
+            errors_total=errors_total,
+            last_seen=seen,
+            operations=tuple(sorted(operations_by_service.get(service, ()), key=lambda op: op.operation)),
+        )
     for name, system in aggregates.externals.items():
         if name in nodes:
             continue  # an instrumented service that some callers also reach unanswered stays a service
-        incoming = [aggregates.edges[key] for key in aggregates.edges if key[1] == name]
-        merged = None
-        for stats in incoming:
-            if merged is None:
-                merged = type(stats)(
-                    stats.bucket_seconds, stats.bucket_count, stats.relative_accuracy, stats.first_seen
-                )
-            merged.merge(stats)
+        window, covered, requests_total, errors_total = external_windows.get(name, empty)
         nodes[name] = NodeSnapshot(
             name=name,
             kind=EXTERNAL,
             system=system,
-            stats=merged.summary(now, window_seconds) if merged else empty,
-            requests_total=merged.requests_total if merged else 0,
-            errors_total=merged.errors_total if merged else 0,
+            stats=WindowSummary.of(window, covered),
+            requests_total=requests_total,
+            errors_total=errors_total,
             last_seen=aggregates.external_last_seen.get(name, 0.0),
         )
+    empty_summary = WindowSummary.of(*empty[:2])
     for edge in edges:  # an edge may outlive its node's retention by a moment; keep the graph closed
         for name in (edge.source, edge.target):
             if name not in nodes:
-                nodes[name] = NodeSnapshot(name, SERVICE, "", empty, 0, 0, edge.last_seen)
+                nodes[name] = NodeSnapshot(name, SERVICE, "", empty_summary, 0, 0, edge.last_seen)
     return GraphSnapshot(
         taken_at=now,
         window_seconds=window_seconds,
@@ -155,4 +159,27 @@ def build_snapshot(
         edges=tuple(sorted(edges, key=lambda edge: (edge.source, edge.target))),
         spans_accepted=spans_accepted,
         spans_rejected=spans_rejected,
+    )
+
+
+def _fold(
+    table: dict[str, tuple[Aggregate, float, int, int]],
+    name: str,
+    window: Aggregate,
+    covered: float,
+    requests_total: int,
+    errors_total: int,
+) -> None:
+    """Add one part's window (a fresh Aggregate, safe to merge into) to the named node's."""
+    known = table.get(name)
+    if known is None:
+        table[name] = (window, covered, requests_total, errors_total)
+        return
+    merged, merged_covered, merged_requests, merged_errors = known
+    merged.merge(window)
+    table[name] = (
+        merged,
+        max(merged_covered, covered),
+        merged_requests + requests_total,
+        merged_errors + errors_total,
     )

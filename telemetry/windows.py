@@ -41,6 +41,17 @@ class Aggregate:
         self.errors += other.errors
         self.sketch.merge(other.sketch)
 
+    def subtract(self, other: Aggregate) -> None:
+        """Remove `other`, which must have been merged into this one before."""
+        self.errors -= other.errors
+        self.sketch.subtract(other.sketch)
+
+    def copy(self) -> Aggregate:
+        clone = Aggregate.__new__(Aggregate)
+        clone.errors = self.errors
+        clone.sketch = self.sketch.copy()
+        return clone
+
 
 @dataclass(frozen=True, slots=True)
 class WindowSummary:
@@ -78,7 +89,13 @@ class WindowSummary:
 
 
 class WindowedStats:
-    """Lifetime totals plus a ring of time buckets for one service, operation or edge."""
+    """Lifetime totals plus a ring of time buckets for one service, operation or edge.
+
+    Snapshots are taken every control tick, so the window over the whole ring is kept incrementally:
+    `_closed` holds the sum of every bucket older than the newest one; a bucket is added to it when a newer
+    one opens and subtracted when it leaves the ring (counts subtract exactly). A summary of the full
+    window is then one copy and one merge, not a merge of every bucket.
+    """
 
     __slots__ = (
         "bucket_seconds",
@@ -89,6 +106,8 @@ class WindowedStats:
         "first_seen",
         "last_seen",
         "relative_accuracy",
+        "_closed",
+        "_newest",
     )
 
     def __init__(
@@ -102,21 +121,43 @@ class WindowedStats:
         self.errors_total = 0
         self.first_seen = now
         self.last_seen = now
+        self._closed: Aggregate | None = Aggregate(relative_accuracy)  # None: rebuild from the buckets
+        self._newest = -(2**62)
 
     def bucket(self, index: int) -> Aggregate:
-        """The aggregate of bucket `index`, created (and buckets fallen out of the ring dropped) on demand."""
+        """The aggregate of bucket `index`, created on demand; opening a newer bucket advances the ring."""
+        if index > self._newest:
+            self._advance(index)
+        elif index < self._newest:
+            if index <= self._newest - self.bucket_count:
+                return Aggregate(self.relative_accuracy)  # older than the ring: counted in totals only
+            self._closed = None  # a closed bucket changes (clock went back): rebuild the sum lazily
         aggregate = self.buckets.get(index)
         if aggregate is None:
             aggregate = self.buckets[index] = Aggregate(self.relative_accuracy)
-            self.prune(index)
         return aggregate
 
-    def prune(self, current_index: int) -> None:
-        """Drop buckets older than the ring holds, counting from `current_index`."""
-        oldest = current_index - self.bucket_count + 1
-        stale = [index for index in self.buckets if index < oldest]
-        for index in stale:
-            del self.buckets[index]
+    def _advance(self, index: int) -> None:
+        """Make `index` the newest bucket: close the previous newest, drop what leaves the ring."""
+        closed = self._closed
+        previous = self.buckets.get(self._newest)
+        if closed is not None and previous is not None:
+            closed.merge(previous)
+        self._newest = index
+        oldest = index - self.bucket_count + 1
+        for stale in [key for key in self.buckets if key < oldest]:
+            leaving = self.buckets.pop(stale)
+            if closed is not None:
+                closed.subtract(leaving)
+
+    def closed_sum(self) -> Aggregate:
+        if self._closed is None:
+            closed = Aggregate(self.relative_accuracy)
+            for index, aggregate in self.buckets.items():
+                if index < self._newest:
+                    closed.merge(aggregate)
+            self._closed = closed
+        return self._closed
 
     def record(self, now: float, latency_ms: float, error: bool) -> None:
         """Record one request at time `now` (one-off path; the ingest hot path fills buckets itself)."""
@@ -125,21 +166,32 @@ class WindowedStats:
         self.errors_total += error
         self.last_seen = max(self.last_seen, now)
 
-    def summary(self, now: float, window_seconds: float) -> WindowSummary:
-        """Merge the buckets of the last `window_seconds` (whole buckets, the current one partly elapsed)."""
+    def window(self, now: float, window_seconds: float) -> tuple[Aggregate, float]:
+        """A new Aggregate of the last `window_seconds` (whole buckets, the current one partly elapsed)
+        and the seconds it covers."""
         width = self.bucket_seconds
         current = math.floor(now / width)
         span = min(max(1, math.ceil(window_seconds / width)), self.bucket_count)
         oldest = current - span + 1
-        merged = Aggregate(self.relative_accuracy)
-        for index, aggregate in self.buckets.items():
-            if oldest <= index <= current:
-                merged.merge(aggregate)
+        if current > self._newest:
+            self._advance(current)
+        if span == self.bucket_count and current == self._newest:
+            merged = self.closed_sum().copy()
+            newest = self.buckets.get(current)
+            if newest is not None:
+                merged.merge(newest)
+        else:  # a shorter window, or `now` before the newest data: add up the buckets it covers
+            merged = Aggregate(self.relative_accuracy)
+            for index, aggregate in self.buckets.items():
+                if oldest <= index <= current:
+                    merged.merge(aggregate)
         start = max(oldest * width, self.first_seen)
         # While warming up, a rate over the full window would understate: divide by what was observed,
         # but by at least one bucket so that a single early request does not read as a huge rate.
-        covered = max(now - start, width)
-        return WindowSummary.of(merged, covered)
+        return merged, max(now - start, width)
+
+    def summary(self, now: float, window_seconds: float) -> WindowSummary:
+        return WindowSummary.of(*self.window(now, window_seconds))
 
     def merge(self, other: WindowedStats) -> None:
         """Add `other` (same bucket width) into this one, bucket by bucket."""
@@ -150,8 +202,10 @@ class WindowedStats:
             if mine is None:
                 mine = self.buckets[index] = Aggregate(self.relative_accuracy)
             mine.merge(aggregate)
-        if self.buckets:
-            self.prune(max(self.buckets))
+        self._closed = None
+        newest = max(self._newest, other._newest)
+        self._newest = newest - 1  # re-advance to prune what left the ring; the sum is rebuilt lazily
+        self._advance(newest)
         self.requests_total += other.requests_total
         self.errors_total += other.errors_total
         self.first_seen = min(self.first_seen, other.first_seen)

@@ -1,4 +1,6 @@
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from telemetry.windows import WindowedStats
 
@@ -139,3 +141,42 @@ def test_linker_memory_is_capped_under_overload() -> None:
         len(linker.take_calls()) + sum(len(g.unanswered) for g in (linker._current, linker._previous))
         == 20_000
     )
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.floats(min_value=0.0, max_value=4.0),  # time step
+            st.floats(min_value=0.0, max_value=5_000.0),  # latency
+            st.booleans(),  # error
+            st.booleans(),  # take a summary after this one
+        ),
+        min_size=1,
+        max_size=120,
+    )
+)
+def test_the_incremental_full_window_equals_adding_up_its_buckets(steps) -> None:
+    import math
+
+    from telemetry.sketch import LatencySketch
+
+    stats = WindowedStats(bucket_seconds=1.0, bucket_count=10, relative_accuracy=0.01, now=0.0)
+    now = 0.0
+    history: list[tuple[float, float, bool]] = []
+    for step, latency, error, look in steps:
+        now += step
+        stats.record(now, latency, error)
+        history.append((now, latency, error))
+        if look:
+            oldest = math.floor(now) - 9
+            inside = [(latency, error) for at, latency, error in history if math.floor(at) >= oldest]
+            reference = LatencySketch(0.01)
+            for value, _ in inside:
+                reference.add(value)
+            window, _ = stats.window(now, 10.0)
+            assert window.count == len(inside)
+            assert window.errors == sum(error for _, error in inside)
+            assert window.sketch.bins == reference.bins
+            assert window.sketch.zero_count == reference.zero_count
+            assert window.latency_ms_sum == pytest.approx(reference.total, rel=1e-9, abs=1e-6)
