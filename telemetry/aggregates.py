@@ -6,15 +6,11 @@ aggregates of all of it (`merge`), which is how several receiver processes or ho
 
 from __future__ import annotations
 
-import math
 from collections import Counter
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Hashable, Iterable
 
 from telemetry.linker import Call
-from telemetry.sketch import MIN_POSITIVE
-from telemetry.windows import Aggregate, WindowedStats
-
-EntryRecorder = Callable[[str, str, float, bool], None]
+from telemetry.windows import WindowedStats
 
 # Span names can carry ids (`GET /users/8812`): past this many operations per service, new ones are
 # counted under OTHER_OPERATION so that memory stays bounded and the service's totals stay right.
@@ -54,39 +50,26 @@ class TelemetryAggregates:
         stats.last_seen = max(stats.last_seen, now)
         return stats
 
-    def entry_recorder(self, bucket_index: int, now: float) -> EntryRecorder:
-        """A function recording one served request into bucket `bucket_index`; cached for one batch.
+    def record_served(
+        self,
+        latencies: dict[tuple[str, str], list[float]],
+        errors: dict[tuple[str, str], int],
+        bucket_index: int,
+        now: float,
+    ) -> None:
+        """Add one batch of served requests, keyed by (service, operation), to bucket `bucket_index`.
 
-        Only the operation is recorded: a service's window is the merge of its operations' windows, made
+        Only operations are recorded: a service's window is the merge of its operations' windows, made
         when a snapshot is taken, which keeps one sketch update per span on the hot path.
         """
-        cache: dict[tuple[str, str], tuple[WindowedStats, Aggregate]] = {}
-        log = math.log
-        ceil = math.ceil
-
-        def record(service: str, operation: str, latency_ms: float, error: bool) -> None:
-            key = (service, operation)
-            hit = cache.get(key)
-            if hit is None:
-                stats = self._stats(self.operations, self._operation_key(service, operation), now)
-                hit = cache[key] = (stats, stats.bucket(bucket_index))
-            stats, bucket = hit
-            stats.requests_total += 1
-            if error:
-                stats.errors_total += 1
-                bucket.errors += 1
-            # LatencySketch.add, inlined: this runs once per ingested span.
-            sketch = bucket.sketch
-            sketch.count += 1
-            sketch.total += latency_ms
-            if latency_ms < MIN_POSITIVE:
-                sketch.zero_count += 1
-            else:
-                index = ceil(log(latency_ms) * sketch._inv_log_gamma)
-                bins = sketch.bins
-                bins[index] = bins.get(index, 0) + 1
-
-        return record
+        for (service, operation), values in latencies.items():
+            stats = self._stats(self.operations, self._operation_key(service, operation), now)
+            bucket = stats.bucket(bucket_index)
+            failed = errors.get((service, operation), 0)
+            stats.requests_total += len(values)
+            stats.errors_total += failed
+            bucket.errors += failed
+            bucket.sketch.add_many(values)
 
     def _operation_key(self, service: str, operation: str) -> tuple[str, str]:
         key = (service, operation)
@@ -106,15 +89,28 @@ class TelemetryAggregates:
 
     def record_calls(self, calls: Iterable[Call], bucket_index: int, now: float) -> None:
         """Add caller -> callee observations (from the linker) to the edge windows."""
+        latencies: dict[tuple[str, str], list[float]] = {}
+        errors: dict[tuple[str, str], int] = {}
         for caller, callee, latency_ms, error, external, system in calls:
-            stats = self._stats(self.edges, (caller, callee), now)
-            stats.bucket(bucket_index).record(latency_ms, error)
-            stats.requests_total += 1
-            stats.errors_total += error
+            key = (caller, callee)
+            values = latencies.get(key)
+            if values is None:
+                values = latencies[key] = []
+            values.append(latency_ms)
+            if error:
+                errors[key] = errors.get(key, 0) + 1
             if external:
                 if system or callee not in self.externals:
                     self.externals[callee] = system
                 self.external_last_seen[callee] = now
+        for key, values in latencies.items():
+            stats = self._stats(self.edges, key, now)
+            failed = errors.get(key, 0)
+            stats.requests_total += len(values)
+            stats.errors_total += failed
+            bucket = stats.bucket(bucket_index)
+            bucket.errors += failed
+            bucket.sketch.add_many(values)
 
     def forget_before(self, cutoff: float) -> None:
         """Drop services, operations, edges and external nodes last seen before `cutoff`."""

@@ -21,6 +21,8 @@ from telemetry.semconv import KIND_CLIENT, KIND_PRODUCER
 
 # A span as the linker remembers it: (service, kind, latency_ms, error).
 SpanInfo = tuple[str, int, float, bool]
+# One span handed to the linker: (key, parent_key, info, peer, link_keys); see `add_all`.
+SpanRecord = tuple[bytes, bytes | None, SpanInfo, tuple[str, str] | None, list[bytes] | None]
 # An observed call: (caller, callee, latency_ms, error, callee_is_external, external_system).
 Call = tuple[str, str, float, bool, bool, str]
 
@@ -59,36 +61,50 @@ class DependencyLinker:
         peer: tuple[str, str] | None,
         link_keys: list[bytes] | None = None,
     ) -> None:
-        """Index one span and emit the calls it completes.
+        """Index one span and emit the calls it completes (see `add_all`)."""
+        self.add_all([(key, parent_key, info, peer, link_keys)])
 
-        `key` is trace id + span id, `parent_key` trace id + parent span id (None for a root), `peer` the
-        (name, system) a client/producer span names, `link_keys` the producers a CONSUMER span links to.
+    def add_all(self, records: list[SpanRecord]) -> None:
+        """Index spans and emit the calls they complete.
+
+        Each record is (key, parent_key, info, peer, link_keys): `key` is trace id + span id, `parent_key`
+        trace id + parent span id (None for a root), `peer` the (name, system) a client/producer span
+        names, `link_keys` the producers a CONSUMER span links to.
         """
+        calls = self.calls
+        attach = self._attach
+        cap = self.max_spans_per_generation
         current, previous = self._current, self._previous
-        current.spans[key] = info
-        service = info[0]
-        answered = False
-        children = current.orphans.pop(key, None)
-        older = previous.orphans.pop(key, None)
-        if older:
-            children = older + children if children else older
-        if children:
-            calls = self.calls
-            for child in children:
-                if child[0] != service:
-                    calls.append(_call(info, child))
-                    answered = True
-        if peer is not None and not answered and info[1] in (KIND_CLIENT, KIND_PRODUCER):
-            current.unanswered[key] = (service, peer[0], peer[1], info[2], info[3])
-        if parent_key is not None:
-            self._attach(parent_key, info)
-        if link_keys:
-            for link_key in link_keys:
-                if link_key != parent_key:
-                    self._attach(link_key, info)
-        if len(current.spans) >= self.max_spans_per_generation:
-            self.early_rotations += 1
-            self._rotate()
+        spans = current.spans
+        orphans, old_orphans = current.orphans, previous.orphans
+        for key, parent_key, info, peer, link_keys in records:
+            spans[key] = info
+            service = info[0]
+            answered = False
+            if orphans or old_orphans:
+                children = orphans.pop(key, None)
+                older = old_orphans.pop(key, None)
+                if older:
+                    children = older + children if children else older
+                if children:
+                    for child in children:
+                        if child[0] != service:
+                            calls.append(_call(info, child))
+                            answered = True
+            if peer is not None and not answered and info[1] in (KIND_CLIENT, KIND_PRODUCER):
+                current.unanswered[key] = (service, peer[0], peer[1], info[2], info[3])
+            if parent_key is not None:
+                attach(parent_key, info)
+            if link_keys:
+                for link_key in link_keys:
+                    if link_key != parent_key:
+                        attach(link_key, info)
+            if len(spans) >= cap:
+                self.early_rotations += 1
+                self._rotate()
+                current, previous = self._current, self._previous
+                spans = current.spans
+                orphans, old_orphans = current.orphans, previous.orphans
 
     def _attach(self, parent_key: bytes, child: SpanInfo) -> None:
         parent = self._current.spans.get(parent_key) or self._previous.spans.get(parent_key)

@@ -18,7 +18,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from telemetry.aggregates import DEFAULT_MAX_OPERATIONS_PER_SERVICE, TelemetryAggregates
-from telemetry.linker import DependencyLinker
+from telemetry.linker import DependencyLinker, SpanRecord
 from telemetry.semconv import (
     INTERESTING_KEYS,
     KIND_CLIENT,
@@ -29,7 +29,7 @@ from telemetry.semconv import (
     STATUS_ERROR,
     STATUS_UNSET,
     UNKNOWN_SERVICE,
-    any_value_scalar,
+    Attributes,
     is_error,
     operation_of,
     peer_of,
@@ -120,8 +120,11 @@ class TelemetryModel:
         result = IngestResult()
         aggregates = self.aggregates
         bucket_index = math.floor(now / self.config.bucket_seconds)
-        entry = aggregates.entry_recorder(bucket_index, now)
-        add_span = self.linker.add
+        # Observations are gathered per batch and aggregated once per key at the end.
+        served: dict[tuple[str, str], list[float]] = {}
+        served_errors: dict[tuple[str, str], int] = {}
+        linked: list[SpanRecord] = []
+        link = linked.append
         interesting = INTERESTING_KEYS
         accepted = 0
         for resource_index, resource_spans in enumerate(request.resource_spans):
@@ -157,20 +160,29 @@ class TelemetryModel:
                     peer = None
                     # Internal spans carry neither peers nor protocol status codes: skip their attributes.
                     if kind >= KIND_SERVER:
-                        found: dict[str, object] = {}
+                        found: Attributes = {}
                         for kv in span.attributes:
                             key = kv.key
                             if key in interesting:
-                                found[key] = any_value_scalar(kv.value)
+                                found[key] = kv.value
                         error = is_error(status, found)
                         if kind in (KIND_CLIENT, KIND_PRODUCER) and found:
                             peer = peer_of(found)
-                        if kind in (KIND_SERVER, KIND_CONSUMER) or not parent_id:
-                            entry(service, operation_of(span.name, found), latency_ms, error)
+                        served_key = (
+                            (service, operation_of(span.name, found))
+                            if kind in (KIND_SERVER, KIND_CONSUMER) or not parent_id
+                            else None
+                        )
                     else:
                         error = status == STATUS_ERROR
-                        if not parent_id:
-                            entry(service, span.name, latency_ms, error)
+                        served_key = None if parent_id else (service, span.name)
+                    if served_key is not None:
+                        latencies = served.get(served_key)
+                        if latencies is None:
+                            latencies = served[served_key] = []
+                        latencies.append(latency_ms)
+                        if error:
+                            served_errors[served_key] = served_errors.get(served_key, 0) + 1
                     link_keys = None
                     if kind == KIND_CONSUMER and span.links:
                         link_keys = [
@@ -178,12 +190,14 @@ class TelemetryModel:
                             for link in span.links
                             if len(link.trace_id) == 16 and len(link.span_id) == 8
                         ]
-                    add_span(
-                        trace_id + span_id,
-                        trace_id + parent_id if parent_id else None,
-                        (service, kind, latency_ms, error),
-                        peer,
-                        link_keys,
+                    link(
+                        (
+                            trace_id + span_id,
+                            trace_id + parent_id if parent_id else None,
+                            (service, kind, latency_ms, error),
+                            peer,
+                            link_keys,
+                        )
                     )
                     spans_of_service += 1
             if spans_of_service:
@@ -192,6 +206,8 @@ class TelemetryModel:
         result.accepted_spans = accepted
         self.spans_accepted += accepted
         self.spans_rejected += result.rejected_spans
+        aggregates.record_served(served, served_errors, bucket_index, now)
+        self.linker.add_all(linked)
         aggregates.record_calls(self.linker.take_calls(), bucket_index, now)
         return result
 

@@ -57,42 +57,61 @@ def any_value_scalar(value: object) -> str | int | float | bool | None:
     return None
 
 
-def peer_of(attributes: dict[str, object]) -> tuple[str, str] | None:
+# The ingest loop keeps the AnyValue of each interesting attribute; these read only what they need.
+Attributes = dict[str, object]
+
+
+def _scalar(attributes: Attributes, key: str) -> str | int | float | bool | None:
+    value = attributes.get(key)
+    return None if value is None else any_value_scalar(value)
+
+
+def peer_of(attributes: Attributes) -> tuple[str, str] | None:
     """(name, system) of the callee a client span's attributes name, or None if they name none."""
     for key in PEER_NAME_KEYS:
-        name = attributes.get(key)
-        if name not in (None, ""):
-            system = next((str(attributes[k]) for k in SYSTEM_KEYS if attributes.get(k)), "")
-            return str(name), system
+        value = attributes.get(key)
+        if value is not None:
+            name = any_value_scalar(value)
+            if name not in (None, ""):
+                for system_key in SYSTEM_KEYS:
+                    system = attributes.get(system_key)
+                    if system is not None:
+                        return str(name), str(any_value_scalar(system) or "")
+                return str(name), ""
     return None
 
 
-def is_error(status_code: int, attributes: dict[str, object]) -> bool:
+def is_error(status_code: int, attributes: Attributes) -> bool:
     """ERROR status, or (status unset) an HTTP 5xx or a non-OK gRPC code; an explicit OK wins."""
     if status_code == STATUS_ERROR:
         return True
-    if status_code == STATUS_OK:
+    if status_code == STATUS_OK or not attributes:
         return False
     for key in HTTP_STATUS_KEYS:
-        code = _as_int(attributes.get(key))
-        if code is not None:
-            return code >= 500
+        value = attributes.get(key)
+        if value is not None:
+            code = _as_int(any_value_scalar(value))
+            if code is not None:
+                return code >= 500
     for key in GRPC_STATUS_KEYS:
-        code = attributes.get(key)
-        if code is not None:
-            return _as_int(code) != 0 and code != "OK"
+        value = attributes.get(key)
+        if value is not None:
+            code = any_value_scalar(value)
+            return code is not None and _as_int(code) != 0 and code != "OK"
     return False
 
 
-def operation_of(span_name: str, attributes: dict[str, object]) -> str:
+def operation_of(span_name: str, attributes: Attributes) -> str:
     """The operation a server span serves: `rpc.service/rpc.method`, `METHOD /route`, else its name."""
-    method = attributes.get(RPC_METHOD_KEY)
+    if not attributes:
+        return span_name
+    method = _scalar(attributes, RPC_METHOD_KEY) if RPC_METHOD_KEY in attributes else None
     if method:
-        service = attributes.get(RPC_SERVICE_KEY)
+        service = _scalar(attributes, RPC_SERVICE_KEY)
         return f"{service}/{method}" if service else str(method)
-    route = attributes.get("http.route")
+    route = _scalar(attributes, "http.route") if "http.route" in attributes else None
     if route:
-        verb = attributes.get("http.request.method") or attributes.get("http.method")
+        verb = _scalar(attributes, "http.request.method") or _scalar(attributes, "http.method")
         return f"{verb} {route}" if verb else str(route)
     return span_name
 

@@ -49,12 +49,23 @@ class LatencySketch:
         bins = self.bins
         bins[index] = bins.get(index, 0) + weight
 
-    def add_bucket(self, index: int, weight: int, value_sum: float) -> None:
-        """Record `weight` values already mapped to bucket `index` (a hot path maps them itself)."""
-        self.count += weight
-        self.total += value_sum
+    def add_many(self, values: list[float]) -> None:
+        """Record every value of `values` (all >= 0; the ingest path checks): `add` for a whole batch."""
         bins = self.bins
-        bins[index] = bins.get(index, 0) + weight
+        get = bins.get
+        log = math.log
+        ceil = math.ceil
+        scale = self._inv_log_gamma
+        zeros = 0
+        for value in values:
+            if value < MIN_POSITIVE:
+                zeros += 1
+            else:
+                index = ceil(log(value) * scale)
+                bins[index] = get(index, 0) + 1
+        self.zero_count += zeros
+        self.count += len(values)
+        self.total += math.fsum(values)
 
     def merge(self, other: LatencySketch) -> None:
         """Add every value of `other` (same accuracy required) to this sketch."""

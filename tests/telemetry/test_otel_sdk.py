@@ -28,6 +28,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpanExporter
 from opentelemetry.exporter.otlp.proto.http import Compression as HttpCompression
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpSpanExporter
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
@@ -256,9 +257,13 @@ def nodes_of(graph: pb.GetGraphResponse) -> dict[str, pb.Node]:
     return {node.name: node for node in graph.nodes}
 
 
+_ANY_FIELD = {str: "string_value", int: "int_value"}
+
+
 def test_db_attributes_name_the_expected_peer() -> None:
     # The expected node name below follows semconv.PEER_NAME_KEYS: server.address before db.namespace.
-    assert peer_of(DB_ATTRIBUTES) == (DB_NODE, "postgresql")
+    attributes = {key: AnyValue(**{_ANY_FIELD[type(value)]: value}) for key, value in DB_ATTRIBUTES.items()}
+    assert peer_of(attributes) == (DB_NODE, "postgresql")
 
 
 TRANSPORTS = {
