@@ -165,7 +165,9 @@ class TelemetryModel:
                             key = kv.key
                             if key in interesting:
                                 found[key] = kv.value
-                        error = is_error(status, found)
+                        error = status == STATUS_ERROR or (
+                            status == STATUS_UNSET and bool(found) and is_error(status, found)
+                        )
                         if kind in (KIND_CLIENT, KIND_PRODUCER) and found:
                             peer = peer_of(found)
                         served_key = (
