@@ -1,0 +1,106 @@
+"""The controller API: what a built-in or third-party controller declares and implements.
+
+    from controlplane import Controller, Scale, Taxonomy, controller
+
+    @controller
+    class MyScaler(Controller):
+        name = "my-scaler"
+        taxonomy = Taxonomy.of("centralized", "rule", dynamics=["workload"], actions=["autoscaling"])
+        period_seconds = 15.0
+
+        @dataclass
+        class Parameters:
+            target_rate_per_replica: float = 50.0
+
+        async def decide(self, view):
+            ...
+            return [Scale(target="api", replicas=3, reason="...", evidence={...})]
+
+`Parameters` is a dataclass of typed settings with defaults; the TOML config overrides them by name and
+the controller reads them as `self.params`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, ClassVar, get_type_hints
+
+from controlplane.actions import Action
+from controlplane.taxonomy import Taxonomy
+from controlplane.view import TelemetryView
+
+
+class Mode(StrEnum):
+    ACTIVE = "active"
+    """Decide, and have decisions applied."""
+    SHADOW = "shadow"
+    """Decide and record, never apply."""
+    DISABLED = "disabled"
+    """Do not run."""
+
+
+class Controller(ABC):
+    """Base class of every controller; subclasses set the class attributes and implement `decide`."""
+
+    name: ClassVar[str]
+    taxonomy: ClassVar[Taxonomy]
+    period_seconds: ClassVar[float] = 10.0
+    # A decide() that takes longer is cancelled and counted as a fault.
+    time_budget_seconds: ClassVar[float] = 2.0
+    # Higher wins a conflict between controllers of the same layer.
+    priority: ClassVar[int] = 0
+    description: ClassVar[str] = ""
+
+    @dataclass(frozen=True)
+    class Parameters:
+        """No parameters; subclasses declare their own dataclass."""
+
+    def __init__(self, params: Any | None = None) -> None:
+        self.params = params if params is not None else type(self).Parameters()
+
+    @abstractmethod
+    async def decide(self, view: TelemetryView) -> list[Action]:
+        """Read the view and return proposals (possibly none)."""
+
+    @classmethod
+    def build_parameters(cls, values: Mapping[str, Any]) -> Any:
+        """The Parameters instance for configured `values`; unknown names and wrong types are errors."""
+        fields = {f.name: f for f in dataclasses.fields(cls.Parameters)}
+        unknown = set(values) - set(fields)
+        if unknown:
+            raise ValueError(
+                f"controller {cls.name}: unknown parameter(s) {sorted(unknown)}; known: {sorted(fields)}"
+            )
+        hints = get_type_hints(cls.Parameters)
+        checked = {}
+        for key, value in values.items():
+            expected = hints.get(key)
+            if expected is float and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
+            if isinstance(expected, type) and not isinstance(value, expected):
+                raise ValueError(
+                    f"controller {cls.name}: parameter {key} must be {expected.__name__}, got {value!r}"
+                )
+            checked[key] = value
+        return cls.Parameters(**checked)
+
+    @classmethod
+    def parameter_defaults(cls) -> dict[str, Any]:
+        return {f.name: getattr(cls.Parameters(), f.name) for f in dataclasses.fields(cls.Parameters)}
+
+    @classmethod
+    def validate_class(cls) -> None:
+        """Raise TypeError if the class does not declare what the framework needs."""
+        for attribute in ("name", "taxonomy"):
+            if not hasattr(cls, attribute):
+                raise TypeError(f"controller class {cls.__qualname__} must set `{attribute}`")
+        if not isinstance(cls.taxonomy, Taxonomy):
+            raise TypeError(f"controller {cls.name}: `taxonomy` must be a Taxonomy")
+        if cls.period_seconds <= 0 or cls.time_budget_seconds <= 0:
+            raise TypeError(f"controller {cls.name}: period and time budget must be positive")
+        if not dataclasses.is_dataclass(cls.Parameters):
+            raise TypeError(f"controller {cls.name}: `Parameters` must be a dataclass")
