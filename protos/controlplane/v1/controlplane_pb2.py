@@ -22,35 +22,60 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)protos/controlplane/v1/controlplane.proto\x12\x0f\x63ontrolplane.v1\"\xc7\x01\n\x0bWindowStats\x12\x16\n\x0ewindow_seconds\x18\x01 \x01(\x01\x12\x10\n\x08requests\x18\x02 \x01(\x04\x12\x0e\n\x06\x65rrors\x18\x03 \x01(\x04\x12\x14\n\x0crequest_rate\x18\x04 \x01(\x01\x12\x12\n\nerror_rate\x18\x05 \x01(\x01\x12\x0e\n\x06p50_ms\x18\x06 \x01(\x01\x12\x0e\n\x06p95_ms\x18\x07 \x01(\x01\x12\x0e\n\x06p99_ms\x18\x08 \x01(\x01\x12\x0f\n\x07mean_ms\x18\t \x01(\x01\x12\x13\n\x0b\x63oncurrency\x18\n \x01(\x01\"\xc0\x01\n\x04Node\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\'\n\x04kind\x18\x02 \x01(\x0e\x32\x19.controlplane.v1.NodeKind\x12\x0e\n\x06system\x18\x03 \x01(\t\x12+\n\x05stats\x18\x04 \x01(\x0b\x32\x1c.controlplane.v1.WindowStats\x12\x16\n\x0erequests_total\x18\x05 \x01(\x04\x12\x14\n\x0c\x65rrors_total\x18\x06 \x01(\x04\x12\x16\n\x0elast_seen_unix\x18\x07 \x01(\x01\"\x96\x01\n\x04\x45\x64ge\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\x0e\n\x06target\x18\x02 \x01(\t\x12+\n\x05stats\x18\x03 \x01(\x0b\x32\x1c.controlplane.v1.WindowStats\x12\x13\n\x0b\x63\x61lls_total\x18\x04 \x01(\x04\x12\x14\n\x0c\x65rrors_total\x18\x05 \x01(\x04\x12\x16\n\x0elast_seen_unix\x18\x06 \x01(\x01\")\n\x0fGetGraphRequest\x12\x16\n\x0ewindow_seconds\x18\x01 \x01(\x01\"\xa6\x01\n\x10GetGraphResponse\x12$\n\x05nodes\x18\x01 \x03(\x0b\x32\x15.controlplane.v1.Node\x12$\n\x05\x65\x64ges\x18\x02 \x03(\x0b\x32\x15.controlplane.v1.Edge\x12\x16\n\x0espans_accepted\x18\x03 \x01(\x04\x12\x16\n\x0espans_rejected\x18\x04 \x01(\x04\x12\x16\n\x0egenerated_unix\x18\x05 \x01(\x01\"^\n\x16GetServiceStatsRequest\x12\x10\n\x08services\x18\x01 \x03(\t\x12\x1a\n\x12include_operations\x18\x02 \x01(\x08\x12\x16\n\x0ewindow_seconds\x18\x03 \x01(\x01\"~\n\x0eOperationStats\x12\x11\n\toperation\x18\x01 \x01(\t\x12+\n\x05stats\x18\x02 \x01(\x0b\x32\x1c.controlplane.v1.WindowStats\x12\x16\n\x0erequests_total\x18\x03 \x01(\x04\x12\x14\n\x0c\x65rrors_total\x18\x04 \x01(\x04\"\xaf\x01\n\x0cServiceStats\x12\x0f\n\x07service\x18\x01 \x01(\t\x12+\n\x05stats\x18\x02 \x01(\x0b\x32\x1c.controlplane.v1.WindowStats\x12\x16\n\x0erequests_total\x18\x03 \x01(\x04\x12\x14\n\x0c\x65rrors_total\x18\x04 \x01(\x04\x12\x33\n\noperations\x18\x05 \x03(\x0b\x32\x1f.controlplane.v1.OperationStats\"J\n\x17GetServiceStatsResponse\x12/\n\x08services\x18\x01 \x03(\x0b\x32\x1d.controlplane.v1.ServiceStats*T\n\x08NodeKind\x12\x19\n\x15NODE_KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11NODE_KIND_SERVICE\x10\x01\x12\x16\n\x12NODE_KIND_EXTERNAL\x10\x02\x32\xc5\x01\n\x0c\x43ontrolPlane\x12O\n\x08GetGraph\x12 .controlplane.v1.GetGraphRequest\x1a!.controlplane.v1.GetGraphResponse\x12\x64\n\x0fGetServiceStats\x12\'.controlplane.v1.GetServiceStatsRequest\x1a(.controlplane.v1.GetServiceStatsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)protos/controlplane/v1/controlplane.proto\x12\x0f\x63ontrolplane.v1\x1a\x1cgoogle/protobuf/struct.proto\"\x8b\x01\n\x0cTaxonomyInfo\x12\r\n\x05locus\x18\x01 \x01(\t\x12\x10\n\x08strategy\x18\x02 \x01(\t\x12\x10\n\x08\x64ynamics\x18\x03 \x03(\t\x12\x10\n\x08\x65vidence\x18\x04 \x03(\t\x12\x12\n\nobjectives\x18\x05 \x03(\t\x12\x11\n\ttelemetry\x18\x06 \x03(\t\x12\x0f\n\x07\x61\x63tions\x18\x07 \x03(\t\"\xdf\x03\n\x0e\x43ontrollerInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12/\n\x08taxonomy\x18\x03 \x01(\x0b\x32\x1d.controlplane.v1.TaxonomyInfo\x12-\n\x04mode\x18\x04 \x01(\x0e\x32\x1f.controlplane.v1.ControllerMode\x12\x16\n\x0eperiod_seconds\x18\x05 \x01(\x01\x12\x1b\n\x13time_budget_seconds\x18\x06 \x01(\x01\x12\x10\n\x08priority\x18\x07 \x01(\x05\x12\x0f\n\x07healthy\x18\x08 \x01(\x08\x12\x13\n\x0bquarantined\x18\t \x01(\x08\x12\x14\n\x0c\x66\x61ults_total\x18\n \x01(\x04\x12\x1a\n\x12\x63onsecutive_faults\x18\x0b \x01(\r\x12\x12\n\nlast_error\x18\x0c \x01(\t\x12\x1d\n\x15last_duration_seconds\x18\r \x01(\x01\x12\x15\n\rlast_run_unix\x18\x0e \x01(\x01\x12\x12\n\nruns_total\x18\x0f \x01(\x04\x12\x0e\n\x06origin\x18\x10 \x01(\t\x12+\n\nparameters\x18\x11 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x10\n\x08promoted\x18\x12 \x01(\x08\"\x18\n\x16ListControllersRequest\"O\n\x17ListControllersResponse\x12\x34\n\x0b\x63ontrollers\x18\x01 \x03(\x0b\x32\x1f.controlplane.v1.ControllerInfo\"h\n\x18SetControllerModeRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12-\n\x04mode\x18\x02 \x01(\x0e\x32\x1f.controlplane.v1.ControllerMode\x12\x0f\n\x07promote\x18\x03 \x01(\x08\"\xaf\x02\n\x0c\x44\x65\x63isionInfo\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x0c\n\x04tick\x18\x02 \x01(\x04\x12\x14\n\x0c\x63reated_unix\x18\x03 \x01(\x01\x12\x12\n\ncontroller\x18\x04 \x01(\t\x12/\n\x08taxonomy\x18\x05 \x01(\x0b\x32\x1d.controlplane.v1.TaxonomyInfo\x12\x13\n\x0b\x61\x63tion_kind\x18\x06 \x01(\t\x12\x0e\n\x06target\x18\x07 \x01(\t\x12\r\n\x05layer\x18\x08 \x01(\t\x12\'\n\x06\x61\x63tion\x18\t \x01(\x0b\x32\x17.google.protobuf.Struct\x12/\n\x06status\x18\n \x01(\x0e\x32\x1f.controlplane.v1.DecisionStatus\x12\x0b\n\x03why\x18\x0b \x01(\t\x12\x0f\n\x07outcome\x18\x0c \x01(\t\"\xd0\x01\n\x14ListDecisionsRequest\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x12\n\ncontroller\x18\x02 \x01(\t\x12\x13\n\x0b\x61\x63tion_kind\x18\x03 \x01(\t\x12/\n\x06status\x18\x04 \x01(\x0e\x32\x1f.controlplane.v1.DecisionStatus\x12\x12\n\nsince_unix\x18\x05 \x01(\x01\x12\x12\n\nuntil_unix\x18\x06 \x01(\x01\x12\x11\n\tpage_size\x18\x07 \x01(\r\x12\x12\n\npage_token\x18\x08 \x01(\t\"b\n\x15ListDecisionsResponse\x12\x30\n\tdecisions\x18\x01 \x03(\x0b\x32\x1d.controlplane.v1.DecisionInfo\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\" \n\x12GetDecisionRequest\x12\n\n\x02id\x18\x01 \x01(\x04\"b\n\x15WatchDecisionsRequest\x12\x10\n\x08\x61\x66ter_id\x18\x01 \x01(\x04\x12\x12\n\nfrom_start\x18\x02 \x01(\x08\x12\x0f\n\x07service\x18\x03 \x01(\t\x12\x12\n\ncontroller\x18\x04 \x01(\t\"\xc7\x01\n\x0bWindowStats\x12\x16\n\x0ewindow_seconds\x18\x01 \x01(\x01\x12\x10\n\x08requests\x18\x02 \x01(\x04\x12\x0e\n\x06\x65rrors\x18\x03 \x01(\x04\x12\x14\n\x0crequest_rate\x18\x04 \x01(\x01\x12\x12\n\nerror_rate\x18\x05 \x01(\x01\x12\x0e\n\x06p50_ms\x18\x06 \x01(\x01\x12\x0e\n\x06p95_ms\x18\x07 \x01(\x01\x12\x0e\n\x06p99_ms\x18\x08 \x01(\x01\x12\x0f\n\x07mean_ms\x18\t \x01(\x01\x12\x13\n\x0b\x63oncurrency\x18\n \x01(\x01\"\xc0\x01\n\x04Node\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\'\n\x04kind\x18\x02 \x01(\x0e\x32\x19.controlplane.v1.NodeKind\x12\x0e\n\x06system\x18\x03 \x01(\t\x12+\n\x05stats\x18\x04 \x01(\x0b\x32\x1c.controlplane.v1.WindowStats\x12\x16\n\x0erequests_total\x18\x05 \x01(\x04\x12\x14\n\x0c\x65rrors_total\x18\x06 \x01(\x04\x12\x16\n\x0elast_seen_unix\x18\x07 \x01(\x01\"\x96\x01\n\x04\x45\x64ge\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\x0e\n\x06target\x18\x02 \x01(\t\x12+\n\x05stats\x18\x03 \x01(\x0b\x32\x1c.controlplane.v1.WindowStats\x12\x13\n\x0b\x63\x61lls_total\x18\x04 \x01(\x04\x12\x14\n\x0c\x65rrors_total\x18\x05 \x01(\x04\x12\x16\n\x0elast_seen_unix\x18\x06 \x01(\x01\")\n\x0fGetGraphRequest\x12\x16\n\x0ewindow_seconds\x18\x01 \x01(\x01\"\xa6\x01\n\x10GetGraphResponse\x12$\n\x05nodes\x18\x01 \x03(\x0b\x32\x15.controlplane.v1.Node\x12$\n\x05\x65\x64ges\x18\x02 \x03(\x0b\x32\x15.controlplane.v1.Edge\x12\x16\n\x0espans_accepted\x18\x03 \x01(\x04\x12\x16\n\x0espans_rejected\x18\x04 \x01(\x04\x12\x16\n\x0egenerated_unix\x18\x05 \x01(\x01\"^\n\x16GetServiceStatsRequest\x12\x10\n\x08services\x18\x01 \x03(\t\x12\x1a\n\x12include_operations\x18\x02 \x01(\x08\x12\x16\n\x0ewindow_seconds\x18\x03 \x01(\x01\"~\n\x0eOperationStats\x12\x11\n\toperation\x18\x01 \x01(\t\x12+\n\x05stats\x18\x02 \x01(\x0b\x32\x1c.controlplane.v1.WindowStats\x12\x16\n\x0erequests_total\x18\x03 \x01(\x04\x12\x14\n\x0c\x65rrors_total\x18\x04 \x01(\x04\"\xaf\x01\n\x0cServiceStats\x12\x0f\n\x07service\x18\x01 \x01(\t\x12+\n\x05stats\x18\x02 \x01(\x0b\x32\x1c.controlplane.v1.WindowStats\x12\x16\n\x0erequests_total\x18\x03 \x01(\x04\x12\x14\n\x0c\x65rrors_total\x18\x04 \x01(\x04\x12\x33\n\noperations\x18\x05 \x03(\x0b\x32\x1f.controlplane.v1.OperationStats\"J\n\x17GetServiceStatsResponse\x12/\n\x08services\x18\x01 \x03(\x0b\x32\x1d.controlplane.v1.ServiceStats*\x87\x01\n\x0e\x43ontrollerMode\x12\x1f\n\x1b\x43ONTROLLER_MODE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x43ONTROLLER_MODE_ACTIVE\x10\x01\x12\x1a\n\x16\x43ONTROLLER_MODE_SHADOW\x10\x02\x12\x1c\n\x18\x43ONTROLLER_MODE_DISABLED\x10\x03*\xc4\x01\n\x0e\x44\x65\x63isionStatus\x12\x1f\n\x1b\x44\x45\x43ISION_STATUS_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x44\x45\x43ISION_STATUS_APPLIED\x10\x01\x12\x1a\n\x16\x44\x45\x43ISION_STATUS_SHADOW\x10\x02\x12\x1c\n\x18\x44\x45\x43ISION_STATUS_REJECTED\x10\x03\x12\x1e\n\x1a\x44\x45\x43ISION_STATUS_SUPERSEDED\x10\x04\x12\x1a\n\x16\x44\x45\x43ISION_STATUS_FAILED\x10\x05*T\n\x08NodeKind\x12\x19\n\x15NODE_KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11NODE_KIND_SERVICE\x10\x01\x12\x16\n\x12NODE_KIND_EXTERNAL\x10\x02\x32\x9a\x05\n\x0c\x43ontrolPlane\x12O\n\x08GetGraph\x12 .controlplane.v1.GetGraphRequest\x1a!.controlplane.v1.GetGraphResponse\x12\x64\n\x0fGetServiceStats\x12\'.controlplane.v1.GetServiceStatsRequest\x1a(.controlplane.v1.GetServiceStatsResponse\x12\x64\n\x0fListControllers\x12\'.controlplane.v1.ListControllersRequest\x1a(.controlplane.v1.ListControllersResponse\x12_\n\x11SetControllerMode\x12).controlplane.v1.SetControllerModeRequest\x1a\x1f.controlplane.v1.ControllerInfo\x12^\n\rListDecisions\x12%.controlplane.v1.ListDecisionsRequest\x1a&.controlplane.v1.ListDecisionsResponse\x12Q\n\x0bGetDecision\x12#.controlplane.v1.GetDecisionRequest\x1a\x1d.controlplane.v1.DecisionInfo\x12Y\n\x0eWatchDecisions\x12&.controlplane.v1.WatchDecisionsRequest\x1a\x1d.controlplane.v1.DecisionInfo0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'protos.controlplane.v1.controlplane_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_NODEKIND']._serialized_start=1302
-  _globals['_NODEKIND']._serialized_end=1386
-  _globals['_WINDOWSTATS']._serialized_start=63
-  _globals['_WINDOWSTATS']._serialized_end=262
-  _globals['_NODE']._serialized_start=265
-  _globals['_NODE']._serialized_end=457
-  _globals['_EDGE']._serialized_start=460
-  _globals['_EDGE']._serialized_end=610
-  _globals['_GETGRAPHREQUEST']._serialized_start=612
-  _globals['_GETGRAPHREQUEST']._serialized_end=653
-  _globals['_GETGRAPHRESPONSE']._serialized_start=656
-  _globals['_GETGRAPHRESPONSE']._serialized_end=822
-  _globals['_GETSERVICESTATSREQUEST']._serialized_start=824
-  _globals['_GETSERVICESTATSREQUEST']._serialized_end=918
-  _globals['_OPERATIONSTATS']._serialized_start=920
-  _globals['_OPERATIONSTATS']._serialized_end=1046
-  _globals['_SERVICESTATS']._serialized_start=1049
-  _globals['_SERVICESTATS']._serialized_end=1224
-  _globals['_GETSERVICESTATSRESPONSE']._serialized_start=1226
-  _globals['_GETSERVICESTATSRESPONSE']._serialized_end=1300
-  _globals['_CONTROLPLANE']._serialized_start=1389
-  _globals['_CONTROLPLANE']._serialized_end=1586
+  _globals['_CONTROLLERMODE']._serialized_start=2921
+  _globals['_CONTROLLERMODE']._serialized_end=3056
+  _globals['_DECISIONSTATUS']._serialized_start=3059
+  _globals['_DECISIONSTATUS']._serialized_end=3255
+  _globals['_NODEKIND']._serialized_start=3257
+  _globals['_NODEKIND']._serialized_end=3341
+  _globals['_TAXONOMYINFO']._serialized_start=93
+  _globals['_TAXONOMYINFO']._serialized_end=232
+  _globals['_CONTROLLERINFO']._serialized_start=235
+  _globals['_CONTROLLERINFO']._serialized_end=714
+  _globals['_LISTCONTROLLERSREQUEST']._serialized_start=716
+  _globals['_LISTCONTROLLERSREQUEST']._serialized_end=740
+  _globals['_LISTCONTROLLERSRESPONSE']._serialized_start=742
+  _globals['_LISTCONTROLLERSRESPONSE']._serialized_end=821
+  _globals['_SETCONTROLLERMODEREQUEST']._serialized_start=823
+  _globals['_SETCONTROLLERMODEREQUEST']._serialized_end=927
+  _globals['_DECISIONINFO']._serialized_start=930
+  _globals['_DECISIONINFO']._serialized_end=1233
+  _globals['_LISTDECISIONSREQUEST']._serialized_start=1236
+  _globals['_LISTDECISIONSREQUEST']._serialized_end=1444
+  _globals['_LISTDECISIONSRESPONSE']._serialized_start=1446
+  _globals['_LISTDECISIONSRESPONSE']._serialized_end=1544
+  _globals['_GETDECISIONREQUEST']._serialized_start=1546
+  _globals['_GETDECISIONREQUEST']._serialized_end=1578
+  _globals['_WATCHDECISIONSREQUEST']._serialized_start=1580
+  _globals['_WATCHDECISIONSREQUEST']._serialized_end=1678
+  _globals['_WINDOWSTATS']._serialized_start=1681
+  _globals['_WINDOWSTATS']._serialized_end=1880
+  _globals['_NODE']._serialized_start=1883
+  _globals['_NODE']._serialized_end=2075
+  _globals['_EDGE']._serialized_start=2078
+  _globals['_EDGE']._serialized_end=2228
+  _globals['_GETGRAPHREQUEST']._serialized_start=2230
+  _globals['_GETGRAPHREQUEST']._serialized_end=2271
+  _globals['_GETGRAPHRESPONSE']._serialized_start=2274
+  _globals['_GETGRAPHRESPONSE']._serialized_end=2440
+  _globals['_GETSERVICESTATSREQUEST']._serialized_start=2442
+  _globals['_GETSERVICESTATSREQUEST']._serialized_end=2536
+  _globals['_OPERATIONSTATS']._serialized_start=2538
+  _globals['_OPERATIONSTATS']._serialized_end=2664
+  _globals['_SERVICESTATS']._serialized_start=2667
+  _globals['_SERVICESTATS']._serialized_end=2842
+  _globals['_GETSERVICESTATSRESPONSE']._serialized_start=2844
+  _globals['_GETSERVICESTATSRESPONSE']._serialized_end=2918
+  _globals['_CONTROLPLANE']._serialized_start=3344
+  _globals['_CONTROLPLANE']._serialized_end=4010
 # @@protoc_insertion_point(module_scope)

@@ -1,3 +1,4 @@
+from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -7,14 +8,192 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class ControllerMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CONTROLLER_MODE_UNSPECIFIED: _ClassVar[ControllerMode]
+    CONTROLLER_MODE_ACTIVE: _ClassVar[ControllerMode]
+    CONTROLLER_MODE_SHADOW: _ClassVar[ControllerMode]
+    CONTROLLER_MODE_DISABLED: _ClassVar[ControllerMode]
+
+class DecisionStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DECISION_STATUS_UNSPECIFIED: _ClassVar[DecisionStatus]
+    DECISION_STATUS_APPLIED: _ClassVar[DecisionStatus]
+    DECISION_STATUS_SHADOW: _ClassVar[DecisionStatus]
+    DECISION_STATUS_REJECTED: _ClassVar[DecisionStatus]
+    DECISION_STATUS_SUPERSEDED: _ClassVar[DecisionStatus]
+    DECISION_STATUS_FAILED: _ClassVar[DecisionStatus]
+
 class NodeKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     NODE_KIND_UNSPECIFIED: _ClassVar[NodeKind]
     NODE_KIND_SERVICE: _ClassVar[NodeKind]
     NODE_KIND_EXTERNAL: _ClassVar[NodeKind]
+CONTROLLER_MODE_UNSPECIFIED: ControllerMode
+CONTROLLER_MODE_ACTIVE: ControllerMode
+CONTROLLER_MODE_SHADOW: ControllerMode
+CONTROLLER_MODE_DISABLED: ControllerMode
+DECISION_STATUS_UNSPECIFIED: DecisionStatus
+DECISION_STATUS_APPLIED: DecisionStatus
+DECISION_STATUS_SHADOW: DecisionStatus
+DECISION_STATUS_REJECTED: DecisionStatus
+DECISION_STATUS_SUPERSEDED: DecisionStatus
+DECISION_STATUS_FAILED: DecisionStatus
 NODE_KIND_UNSPECIFIED: NodeKind
 NODE_KIND_SERVICE: NodeKind
 NODE_KIND_EXTERNAL: NodeKind
+
+class TaxonomyInfo(_message.Message):
+    __slots__ = ("locus", "strategy", "dynamics", "evidence", "objectives", "telemetry", "actions")
+    LOCUS_FIELD_NUMBER: _ClassVar[int]
+    STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    DYNAMICS_FIELD_NUMBER: _ClassVar[int]
+    EVIDENCE_FIELD_NUMBER: _ClassVar[int]
+    OBJECTIVES_FIELD_NUMBER: _ClassVar[int]
+    TELEMETRY_FIELD_NUMBER: _ClassVar[int]
+    ACTIONS_FIELD_NUMBER: _ClassVar[int]
+    locus: str
+    strategy: str
+    dynamics: _containers.RepeatedScalarFieldContainer[str]
+    evidence: _containers.RepeatedScalarFieldContainer[str]
+    objectives: _containers.RepeatedScalarFieldContainer[str]
+    telemetry: _containers.RepeatedScalarFieldContainer[str]
+    actions: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, locus: _Optional[str] = ..., strategy: _Optional[str] = ..., dynamics: _Optional[_Iterable[str]] = ..., evidence: _Optional[_Iterable[str]] = ..., objectives: _Optional[_Iterable[str]] = ..., telemetry: _Optional[_Iterable[str]] = ..., actions: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ControllerInfo(_message.Message):
+    __slots__ = ("name", "description", "taxonomy", "mode", "period_seconds", "time_budget_seconds", "priority", "healthy", "quarantined", "faults_total", "consecutive_faults", "last_error", "last_duration_seconds", "last_run_unix", "runs_total", "origin", "parameters", "promoted")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    TAXONOMY_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    TIME_BUDGET_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    HEALTHY_FIELD_NUMBER: _ClassVar[int]
+    QUARANTINED_FIELD_NUMBER: _ClassVar[int]
+    FAULTS_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    CONSECUTIVE_FAULTS_FIELD_NUMBER: _ClassVar[int]
+    LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
+    LAST_DURATION_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    LAST_RUN_UNIX_FIELD_NUMBER: _ClassVar[int]
+    RUNS_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    ORIGIN_FIELD_NUMBER: _ClassVar[int]
+    PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    PROMOTED_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    description: str
+    taxonomy: TaxonomyInfo
+    mode: ControllerMode
+    period_seconds: float
+    time_budget_seconds: float
+    priority: int
+    healthy: bool
+    quarantined: bool
+    faults_total: int
+    consecutive_faults: int
+    last_error: str
+    last_duration_seconds: float
+    last_run_unix: float
+    runs_total: int
+    origin: str
+    parameters: _struct_pb2.Struct
+    promoted: bool
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., taxonomy: _Optional[_Union[TaxonomyInfo, _Mapping]] = ..., mode: _Optional[_Union[ControllerMode, str]] = ..., period_seconds: _Optional[float] = ..., time_budget_seconds: _Optional[float] = ..., priority: _Optional[int] = ..., healthy: _Optional[bool] = ..., quarantined: _Optional[bool] = ..., faults_total: _Optional[int] = ..., consecutive_faults: _Optional[int] = ..., last_error: _Optional[str] = ..., last_duration_seconds: _Optional[float] = ..., last_run_unix: _Optional[float] = ..., runs_total: _Optional[int] = ..., origin: _Optional[str] = ..., parameters: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., promoted: _Optional[bool] = ...) -> None: ...
+
+class ListControllersRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListControllersResponse(_message.Message):
+    __slots__ = ("controllers",)
+    CONTROLLERS_FIELD_NUMBER: _ClassVar[int]
+    controllers: _containers.RepeatedCompositeFieldContainer[ControllerInfo]
+    def __init__(self, controllers: _Optional[_Iterable[_Union[ControllerInfo, _Mapping]]] = ...) -> None: ...
+
+class SetControllerModeRequest(_message.Message):
+    __slots__ = ("name", "mode", "promote")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    PROMOTE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    mode: ControllerMode
+    promote: bool
+    def __init__(self, name: _Optional[str] = ..., mode: _Optional[_Union[ControllerMode, str]] = ..., promote: _Optional[bool] = ...) -> None: ...
+
+class DecisionInfo(_message.Message):
+    __slots__ = ("id", "tick", "created_unix", "controller", "taxonomy", "action_kind", "target", "layer", "action", "status", "why", "outcome")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TICK_FIELD_NUMBER: _ClassVar[int]
+    CREATED_UNIX_FIELD_NUMBER: _ClassVar[int]
+    CONTROLLER_FIELD_NUMBER: _ClassVar[int]
+    TAXONOMY_FIELD_NUMBER: _ClassVar[int]
+    ACTION_KIND_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    LAYER_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    WHY_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    tick: int
+    created_unix: float
+    controller: str
+    taxonomy: TaxonomyInfo
+    action_kind: str
+    target: str
+    layer: str
+    action: _struct_pb2.Struct
+    status: DecisionStatus
+    why: str
+    outcome: str
+    def __init__(self, id: _Optional[int] = ..., tick: _Optional[int] = ..., created_unix: _Optional[float] = ..., controller: _Optional[str] = ..., taxonomy: _Optional[_Union[TaxonomyInfo, _Mapping]] = ..., action_kind: _Optional[str] = ..., target: _Optional[str] = ..., layer: _Optional[str] = ..., action: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., status: _Optional[_Union[DecisionStatus, str]] = ..., why: _Optional[str] = ..., outcome: _Optional[str] = ...) -> None: ...
+
+class ListDecisionsRequest(_message.Message):
+    __slots__ = ("service", "controller", "action_kind", "status", "since_unix", "until_unix", "page_size", "page_token")
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    CONTROLLER_FIELD_NUMBER: _ClassVar[int]
+    ACTION_KIND_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    SINCE_UNIX_FIELD_NUMBER: _ClassVar[int]
+    UNTIL_UNIX_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    service: str
+    controller: str
+    action_kind: str
+    status: DecisionStatus
+    since_unix: float
+    until_unix: float
+    page_size: int
+    page_token: str
+    def __init__(self, service: _Optional[str] = ..., controller: _Optional[str] = ..., action_kind: _Optional[str] = ..., status: _Optional[_Union[DecisionStatus, str]] = ..., since_unix: _Optional[float] = ..., until_unix: _Optional[float] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListDecisionsResponse(_message.Message):
+    __slots__ = ("decisions", "next_page_token")
+    DECISIONS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    decisions: _containers.RepeatedCompositeFieldContainer[DecisionInfo]
+    next_page_token: str
+    def __init__(self, decisions: _Optional[_Iterable[_Union[DecisionInfo, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class GetDecisionRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    def __init__(self, id: _Optional[int] = ...) -> None: ...
+
+class WatchDecisionsRequest(_message.Message):
+    __slots__ = ("after_id", "from_start", "service", "controller")
+    AFTER_ID_FIELD_NUMBER: _ClassVar[int]
+    FROM_START_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    CONTROLLER_FIELD_NUMBER: _ClassVar[int]
+    after_id: int
+    from_start: bool
+    service: str
+    controller: str
+    def __init__(self, after_id: _Optional[int] = ..., from_start: _Optional[bool] = ..., service: _Optional[str] = ..., controller: _Optional[str] = ...) -> None: ...
 
 class WindowStats(_message.Message):
     __slots__ = ("window_seconds", "requests", "errors", "request_rate", "error_rate", "p50_ms", "p95_ms", "p99_ms", "mean_ms", "concurrency")

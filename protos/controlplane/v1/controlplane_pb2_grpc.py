@@ -45,6 +45,31 @@ class ControlPlaneStub:
                 request_serializer=protos_dot_controlplane_dot_v1_dot_controlplane__pb2.GetServiceStatsRequest.SerializeToString,
                 response_deserializer=protos_dot_controlplane_dot_v1_dot_controlplane__pb2.GetServiceStatsResponse.FromString,
                 _registered_method=True)
+        self.ListControllers = channel.unary_unary(
+                '/controlplane.v1.ControlPlane/ListControllers',
+                request_serializer=protos_dot_controlplane_dot_v1_dot_controlplane__pb2.ListControllersRequest.SerializeToString,
+                response_deserializer=protos_dot_controlplane_dot_v1_dot_controlplane__pb2.ListControllersResponse.FromString,
+                _registered_method=True)
+        self.SetControllerMode = channel.unary_unary(
+                '/controlplane.v1.ControlPlane/SetControllerMode',
+                request_serializer=protos_dot_controlplane_dot_v1_dot_controlplane__pb2.SetControllerModeRequest.SerializeToString,
+                response_deserializer=protos_dot_controlplane_dot_v1_dot_controlplane__pb2.ControllerInfo.FromString,
+                _registered_method=True)
+        self.ListDecisions = channel.unary_unary(
+                '/controlplane.v1.ControlPlane/ListDecisions',
+                request_serializer=protos_dot_controlplane_dot_v1_dot_controlplane__pb2.ListDecisionsRequest.SerializeToString,
+                response_deserializer=protos_dot_controlplane_dot_v1_dot_controlplane__pb2.ListDecisionsResponse.FromString,
+                _registered_method=True)
+        self.GetDecision = channel.unary_unary(
+                '/controlplane.v1.ControlPlane/GetDecision',
+                request_serializer=protos_dot_controlplane_dot_v1_dot_controlplane__pb2.GetDecisionRequest.SerializeToString,
+                response_deserializer=protos_dot_controlplane_dot_v1_dot_controlplane__pb2.DecisionInfo.FromString,
+                _registered_method=True)
+        self.WatchDecisions = channel.unary_stream(
+                '/controlplane.v1.ControlPlane/WatchDecisions',
+                request_serializer=protos_dot_controlplane_dot_v1_dot_controlplane__pb2.WatchDecisionsRequest.SerializeToString,
+                response_deserializer=protos_dot_controlplane_dot_v1_dot_controlplane__pb2.DecisionInfo.FromString,
+                _registered_method=True)
 
 
 class ControlPlaneServicer:
@@ -65,6 +90,41 @@ class ControlPlaneServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListControllers(self, request, context):
+        """The controllers the control plane runs: taxonomy, mode, health and faults.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetControllerMode(self, request, context):
+        """Switch a controller between active, shadow and disabled; also re-enables a quarantined one and
+        promotes a learning controller out of shadow. Requires the bearer token when one is configured.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDecisions(self, request, context):
+        """Decisions, newest first, filtered and paged.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetDecision(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchDecisions(self, request, context):
+        """New decisions as they are made, oldest first; resumable from a decision id without gaps or duplicates.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControlPlaneServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -77,6 +137,31 @@ def add_ControlPlaneServicer_to_server(servicer, server):
                     servicer.GetServiceStats,
                     request_deserializer=protos_dot_controlplane_dot_v1_dot_controlplane__pb2.GetServiceStatsRequest.FromString,
                     response_serializer=protos_dot_controlplane_dot_v1_dot_controlplane__pb2.GetServiceStatsResponse.SerializeToString,
+            ),
+            'ListControllers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListControllers,
+                    request_deserializer=protos_dot_controlplane_dot_v1_dot_controlplane__pb2.ListControllersRequest.FromString,
+                    response_serializer=protos_dot_controlplane_dot_v1_dot_controlplane__pb2.ListControllersResponse.SerializeToString,
+            ),
+            'SetControllerMode': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetControllerMode,
+                    request_deserializer=protos_dot_controlplane_dot_v1_dot_controlplane__pb2.SetControllerModeRequest.FromString,
+                    response_serializer=protos_dot_controlplane_dot_v1_dot_controlplane__pb2.ControllerInfo.SerializeToString,
+            ),
+            'ListDecisions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDecisions,
+                    request_deserializer=protos_dot_controlplane_dot_v1_dot_controlplane__pb2.ListDecisionsRequest.FromString,
+                    response_serializer=protos_dot_controlplane_dot_v1_dot_controlplane__pb2.ListDecisionsResponse.SerializeToString,
+            ),
+            'GetDecision': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDecision,
+                    request_deserializer=protos_dot_controlplane_dot_v1_dot_controlplane__pb2.GetDecisionRequest.FromString,
+                    response_serializer=protos_dot_controlplane_dot_v1_dot_controlplane__pb2.DecisionInfo.SerializeToString,
+            ),
+            'WatchDecisions': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchDecisions,
+                    request_deserializer=protos_dot_controlplane_dot_v1_dot_controlplane__pb2.WatchDecisionsRequest.FromString,
+                    response_serializer=protos_dot_controlplane_dot_v1_dot_controlplane__pb2.DecisionInfo.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -134,6 +219,141 @@ class ControlPlane:
             '/controlplane.v1.ControlPlane/GetServiceStats',
             protos_dot_controlplane_dot_v1_dot_controlplane__pb2.GetServiceStatsRequest.SerializeToString,
             protos_dot_controlplane_dot_v1_dot_controlplane__pb2.GetServiceStatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListControllers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/controlplane.v1.ControlPlane/ListControllers',
+            protos_dot_controlplane_dot_v1_dot_controlplane__pb2.ListControllersRequest.SerializeToString,
+            protos_dot_controlplane_dot_v1_dot_controlplane__pb2.ListControllersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetControllerMode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/controlplane.v1.ControlPlane/SetControllerMode',
+            protos_dot_controlplane_dot_v1_dot_controlplane__pb2.SetControllerModeRequest.SerializeToString,
+            protos_dot_controlplane_dot_v1_dot_controlplane__pb2.ControllerInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDecisions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/controlplane.v1.ControlPlane/ListDecisions',
+            protos_dot_controlplane_dot_v1_dot_controlplane__pb2.ListDecisionsRequest.SerializeToString,
+            protos_dot_controlplane_dot_v1_dot_controlplane__pb2.ListDecisionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDecision(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/controlplane.v1.ControlPlane/GetDecision',
+            protos_dot_controlplane_dot_v1_dot_controlplane__pb2.GetDecisionRequest.SerializeToString,
+            protos_dot_controlplane_dot_v1_dot_controlplane__pb2.DecisionInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchDecisions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/controlplane.v1.ControlPlane/WatchDecisions',
+            protos_dot_controlplane_dot_v1_dot_controlplane__pb2.WatchDecisionsRequest.SerializeToString,
+            protos_dot_controlplane_dot_v1_dot_controlplane__pb2.DecisionInfo.FromString,
             options,
             channel_credentials,
             insecure,
