@@ -22,6 +22,8 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2  # register
 
 from controlplane.api import ControlPlaneApi
 from controlplane.config import Config
+from controlplane.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from controlplane.metrics import ControlPlaneMetrics
 from protos.controlplane.v1 import controlplane_pb2, controlplane_pb2_grpc
 from telemetry import TelemetryModel
 from telemetry.ingest import Ingestor
@@ -61,6 +63,11 @@ class ControlPlaneServer:
         self._grpc: grpc.aio.Server | None = None
         self._http: web.AppRunner | None = None
         self.health = health.aio.HealthServicer()
+        self.metrics = ControlPlaneMetrics(
+            span_counts=lambda: (self.model.spans_accepted, self.model.spans_rejected),
+            queue_bytes=lambda: self.ingestor.queued_bytes,
+            refused_requests=lambda: self.ingestor.requests_refused,
+        )
         self.ports: BoundPorts | None = None
 
     async def start(self) -> BoundPorts:
@@ -91,7 +98,10 @@ class ControlPlaneServer:
         self.ingestor.start()
         await self._grpc.start()
         host, port = split_address(server.otlp_http)
-        self._http = web.AppRunner(trace_receiver_app(self.ingestor, limit), access_log=None)
+        app = trace_receiver_app(self.ingestor, limit)
+        app.router.add_get("/metrics", self._metrics_page)
+        app.router.add_get("/healthz", self._health_page)
+        self._http = web.AppRunner(app, access_log=None)
         await self._http.setup()
         site = web.TCPSite(self._http, host, port, reuse_port=False)
         await site.start()
@@ -101,6 +111,16 @@ class ControlPlaneServer:
         self.ports = BoundPorts(grpc_ports[server.otlp_grpc], http_port, grpc_ports[server.api])
         log.info("listening: %s", self.ports)
         return self.ports
+
+    async def _metrics_page(self, request: web.Request) -> web.Response:
+        return web.Response(body=self.metrics.exposition(), headers={"Content-Type": METRICS_CONTENT_TYPE})
+
+    async def _health_page(self, request: web.Request) -> web.Response:
+        # Serving means: receivers up and the ingest worker alive (a dead worker would accept nothing).
+        healthy = self.ingestor.running
+        return web.json_response(
+            {"status": "ok" if healthy else "ingest stopped"}, status=200 if healthy else 503
+        )
 
     async def stop(self, grace_seconds: float = 1.0) -> None:
         await self.health.enter_graceful_shutdown()

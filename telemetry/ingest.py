@@ -95,6 +95,10 @@ class Ingestor:
         """Start the worker and the periodic maintenance (link expiry, retention) on the running loop."""
         self._tasks = [asyncio.create_task(self._work()), asyncio.create_task(self._maintain())]
 
+    @property
+    def running(self) -> bool:
+        return bool(self._tasks) and not any(task.done() for task in self._tasks)
+
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()

@@ -166,3 +166,22 @@ def test_config_file_with_a_typo_is_refused(tmp_path: Path) -> None:
     result = _run("serve", "--config", str(config))
     assert result.returncode == 2
     assert "window_secnds" in result.stderr
+
+
+def test_metrics_and_healthz_on_the_http_port() -> None:
+    import urllib.request
+
+    with running_server() as server:
+        _send_generated(server.grpc_target, 2)
+        base = f"http://127.0.0.1:{server.ports.otlp_http}"
+        with urllib.request.urlopen(f"{base}/healthz", timeout=10) as response:
+            assert response.status == 200
+            assert json.loads(response.read()) == {"status": "ok"}
+        with urllib.request.urlopen(f"{base}/metrics", timeout=10) as response:
+            text = response.read().decode()
+    accepted = next(
+        line for line in text.splitlines() if line.startswith('controlplane_spans_total{result="accepted"}')
+    )
+    assert float(accepted.split()[-1]) == server.server.model.spans_accepted > 0
+    assert 'controlplane_spans_total{result="rejected"} 0.0' in text
+    assert "controlplane_ingest_queue_bytes 0.0" in text
