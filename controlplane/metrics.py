@@ -77,7 +77,8 @@ class ControlPlaneMetrics:
         self.queue_bytes = queue_bytes
         self.refused_requests = refused_requests
         self.controller_health = controller_health
-        self.registry = CollectorRegistry(auto_describe=True)
+        # No auto-describe: collecting at registration would read server state before it exists.
+        self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_StateCollector(self))
         self.tick_seconds = Histogram(
             "controlplane_controller_decide_seconds",

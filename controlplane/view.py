@@ -15,6 +15,7 @@ from types import MappingProxyType
 import networkx as nx
 
 from telemetry import EdgeSnapshot, GraphSnapshot, NodeSnapshot, WindowSummary
+from telemetry.critical_path import CriticalPath
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,3 +111,8 @@ class TelemetryView:
 
     def edges(self) -> tuple[EdgeSnapshot, ...]:
         return self.graph_snapshot.edges
+
+    @property
+    def critical_paths(self) -> Mapping[tuple[str, str], tuple[CriticalPath, ...]]:
+        """Per (entry service, entry operation): critical paths of the slowest sampled traces."""
+        return self.graph_snapshot.critical_paths

@@ -18,6 +18,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from telemetry.aggregates import DEFAULT_MAX_OPERATIONS_PER_SERVICE, TelemetryAggregates
+from telemetry.critical_path import TraceSampler
 from telemetry.linker import DependencyLinker, SpanRecord
 from telemetry.semconv import (
     INTERESTING_KEYS,
@@ -52,6 +53,9 @@ class ModelConfig:
     retention_seconds: float = 600.0
     relative_accuracy: float = 0.01
     max_operations_per_service: int = DEFAULT_MAX_OPERATIONS_PER_SERVICE
+    # Share of traces (out of 256, by trace id) kept whole for critical paths; 0 turns sampling off.
+    trace_sample_per_256: int = 4
+    slowest_traces_kept: int = 5
 
     def __post_init__(self) -> None:
         if self.bucket_seconds <= 0 or self.window_seconds < self.bucket_seconds:
@@ -111,6 +115,12 @@ class TelemetryModel:
             self.config.max_operations_per_service,
         )
         self.linker = DependencyLinker(self.config.link_ttl_seconds, self.config.max_linked_spans, now)
+        self.traces = TraceSampler(
+            self.config.trace_sample_per_256,
+            quiet_seconds=self.config.link_ttl_seconds,
+            window_seconds=self.config.window_seconds,
+            keep=self.config.slowest_traces_kept,
+        )
         self.spans_accepted = 0
         self.spans_rejected = 0
 
@@ -126,6 +136,8 @@ class TelemetryModel:
         linked: list[SpanRecord] = []
         link = linked.append
         interesting = INTERESTING_KEYS
+        sample_below = self.traces.threshold
+        sample = self.traces.add
         accepted = 0
         for resource_index, resource_spans in enumerate(request.resource_spans):
             service = UNKNOWN_SERVICE
@@ -178,6 +190,9 @@ class TelemetryModel:
                     else:
                         error = status == STATUS_ERROR
                         served_key = None if parent_id else (service, span.name)
+                    if trace_id[15] < sample_below:
+                        operation = served_key[1] if served_key else span.name
+                        sample(trace_id, (service, operation, span_id, parent_id, start, end), now)
                     if served_key is not None:
                         latencies = served.get(served_key)
                         if latencies is None:
@@ -217,6 +232,7 @@ class TelemetryModel:
         """Time out pending links and forget services, operations and edges unseen for the retention."""
         now = self.clock() if now is None else now
         self.linker.expire(now)
+        self.traces.expire(now)
         self.aggregates.record_calls(
             self.linker.take_calls(), math.floor(now / self.config.bucket_seconds), now
         )
@@ -226,6 +242,7 @@ class TelemetryModel:
         """Resolve every pending link now: unanswered client calls become calls to external nodes."""
         now = self.clock() if now is None else now
         self.linker.flush()
+        self.traces.flush(now)
         self.aggregates.record_calls(
             self.linker.take_calls(), math.floor(now / self.config.bucket_seconds), now
         )
@@ -234,4 +251,6 @@ class TelemetryModel:
         """An immutable picture of the graph and its window statistics."""
         now = self.clock() if now is None else now
         window = window_seconds or self.config.window_seconds
-        return build_snapshot(self.aggregates, now, window, self.spans_accepted, self.spans_rejected)
+        return build_snapshot(
+            self.aggregates, now, window, self.spans_accepted, self.spans_rejected, self.traces.slowest()
+        )

@@ -6,11 +6,14 @@ live aggregates that the ingest path keeps changing.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
 
 import networkx as nx
 
 from telemetry.aggregates import TelemetryAggregates
+from telemetry.critical_path import CriticalPath
 from telemetry.windows import Aggregate, WindowSummary
 
 SERVICE = "service"
@@ -59,6 +62,8 @@ class GraphSnapshot:
     edges: tuple[EdgeSnapshot, ...]
     spans_accepted: int
     spans_rejected: int
+    # Per (entry service, entry operation): critical paths of the slowest sampled traces, slowest first.
+    critical_paths: Mapping[tuple[str, str], tuple[CriticalPath, ...]] = field(default_factory=dict)
 
     def node(self, name: str) -> NodeSnapshot:
         for node in self.nodes:
@@ -88,6 +93,7 @@ def build_snapshot(
     window_seconds: float,
     spans_accepted: int,
     spans_rejected: int,
+    critical_paths: Mapping[tuple[str, str], tuple[CriticalPath, ...]] | None = None,
 ) -> GraphSnapshot:
     """Summarise every node and edge over the last `window_seconds`.
 
@@ -159,6 +165,7 @@ def build_snapshot(
         edges=tuple(sorted(edges, key=lambda edge: (edge.source, edge.target))),
         spans_accepted=spans_accepted,
         spans_rejected=spans_rejected,
+        critical_paths=MappingProxyType(dict(critical_paths or {})),
     )
 
 
