@@ -17,6 +17,7 @@ import os
 import queue
 import signal
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -68,7 +69,9 @@ def _serve(conn: Connection, cpus: set[int] | None) -> None:
 
     async def serve() -> None:
         address = "127.0.0.1:0"
-        server = ControlPlaneServer(Config().with_server(otlp_grpc=address, otlp_http=address, api=address))
+        store = os.path.join(tempfile.mkdtemp(prefix="controlplane-bench-"), "decisions.db")
+        config = Config().with_server(otlp_grpc=address, otlp_http=address, api=address, decision_store=store)
+        server = ControlPlaneServer(config)
         ports = await server.start()
         stopping = asyncio.Event()
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopping.set)

@@ -4,14 +4,27 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
 import grpc
 
 from controlplane.config import Config
-from controlplane.render import graph_dict, graph_dot, print_graph, print_stats, stats_list, to_json
+from controlplane.render import (
+    controller_dicts,
+    decision_dict,
+    decision_line,
+    graph_dict,
+    graph_dot,
+    print_controllers,
+    print_graph,
+    print_stats,
+    stats_list,
+    to_json,
+)
 from protos.controlplane.v1 import controlplane_pb2 as pb
 from protos.controlplane.v1 import controlplane_pb2_grpc as pb_grpc
 
@@ -30,12 +43,21 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _stub(target: str) -> pb_grpc.ControlPlaneStub:
-    return pb_grpc.ControlPlaneStub(grpc.insecure_channel(target))
+def _channel(args: argparse.Namespace) -> grpc.Channel:
+    """A channel to `--target`; TLS when `--tls-ca` names the CA (PEM) that signed the server certificate."""
+    if getattr(args, "tls_ca", None):
+        with open(args.tls_ca, "rb") as handle:
+            credentials = grpc.ssl_channel_credentials(root_certificates=handle.read())
+        return grpc.secure_channel(args.target, credentials)
+    return grpc.insecure_channel(args.target)
+
+
+def _stub(args: argparse.Namespace) -> pb_grpc.ControlPlaneStub:
+    return pb_grpc.ControlPlaneStub(_channel(args))
 
 
 def _graph(args: argparse.Namespace) -> int:
-    graph = _stub(args.target).GetGraph(pb.GetGraphRequest(window_seconds=args.window), timeout=args.timeout)
+    graph = _stub(args).GetGraph(pb.GetGraphRequest(window_seconds=args.window), timeout=args.timeout)
     if args.json:
         print(to_json(graph_dict(graph)))
     elif args.dot:
@@ -49,11 +71,101 @@ def _stats(args: argparse.Namespace) -> int:
     request = pb.GetServiceStatsRequest(
         services=args.service, include_operations=True, window_seconds=args.window
     )
-    response = _stub(args.target).GetServiceStats(request, timeout=args.timeout)
+    response = _stub(args).GetServiceStats(request, timeout=args.timeout)
     if args.json:
         print(to_json(stats_list(response)))
     else:
         print_stats(response)
+    return 0
+
+
+def _controllers(args: argparse.Namespace) -> int:
+    if args.target:
+        rows = controller_dicts(
+            _stub(args).ListControllers(pb.ListControllersRequest(), timeout=args.timeout)
+        )
+        title = f"Controllers at {args.target}"
+    else:
+        from controlplane.registry import default_registry
+
+        default_registry.discover()
+        rows = [
+            {"name": name, "origin": default_registry.origin(name), **_class_row(default_registry.get(name))}
+            for name in default_registry.names()
+        ]
+        for name, error in sorted(default_registry.load_errors.items()):
+            print(f"controlplane: plugin {name} failed to load: {error}", file=sys.stderr)
+        title = "Installed controllers"
+    if args.json:
+        print(to_json(rows))
+    else:
+        print_controllers(rows, title=title)
+    return 0
+
+
+def _class_row(cls: type) -> dict:
+    return {
+        "taxonomy": cls.taxonomy.as_dict(),
+        "period_seconds": cls.period_seconds,
+        "parameters": cls.parameter_defaults(),
+        "description": cls.description,
+    }
+
+
+def _decisions(args: argparse.Namespace) -> int:
+    stub = _stub(args)
+    if args.watch:
+        request = pb.WatchDecisionsRequest(
+            after_id=args.after,
+            from_start=args.after == 0 and args.from_start,
+            service=args.service or "",
+            controller=args.controller or "",
+        )
+        for info in stub.WatchDecisions(request):
+            print(json.dumps(decision_dict(info)) if args.json else decision_line(info), flush=True)
+        return 0
+    status = pb.DecisionStatus.Value(f"DECISION_STATUS_{args.status.upper()}") if args.status else 0
+    request = pb.ListDecisionsRequest(
+        service=args.service or "",
+        controller=args.controller or "",
+        action_kind=args.action or "",
+        status=status,
+        since_unix=args.since or 0.0,
+        until_unix=args.until or 0.0,
+        page_size=args.limit,
+        page_token=args.page_token or "",
+    )
+    response = stub.ListDecisions(request, timeout=args.timeout)
+    if args.json:
+        print(
+            to_json(
+                {
+                    "decisions": [decision_dict(info) for info in response.decisions],
+                    "next_page_token": response.next_page_token,
+                }
+            )
+        )
+    else:
+        for info in response.decisions:
+            print(decision_line(info))
+        if response.next_page_token:
+            print(f"(more: --page-token {response.next_page_token})")
+    return 0
+
+
+def _mode(args: argparse.Namespace) -> int:
+    token = args.token or os.environ.get("CONTROLPLANE_API_TOKEN", "")
+    metadata = (("authorization", f"Bearer {token}"),) if token else ()
+    request = pb.SetControllerModeRequest(
+        name=args.controller,
+        mode=pb.ControllerMode.Value(f"CONTROLLER_MODE_{args.mode.upper()}"),
+        promote=args.promote,
+    )
+    info = _stub(args).SetControllerMode(request, timeout=args.timeout, metadata=metadata)
+    print(
+        f"{info.name}: {pb.ControllerMode.Name(info.mode).removeprefix('CONTROLLER_MODE_').lower()}"
+        f"{' (promoted)' if info.promoted else ''}"
+    )
     return 0
 
 
@@ -96,6 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         query = commands.add_parser(name, help=text)
         query.add_argument("--target", default=DEFAULT_TARGET, help="control plane API address")
+        query.add_argument("--tls-ca", help="CA certificate (PEM) to verify a TLS server")
         query.add_argument("--window", type=float, default=0.0, help="window in seconds (0: the server's)")
         query.add_argument("--timeout", type=float, default=10.0, help="RPC deadline in seconds")
         query.add_argument("--json", action="store_true", help="print JSON")
@@ -106,6 +219,40 @@ def build_parser() -> argparse.ArgumentParser:
                 "--service", action="append", default=[], help="only this service (repeatable)"
             )
         query.set_defaults(run=run)
+
+    def add_target(command: argparse.ArgumentParser, required: bool = True) -> None:
+        command.add_argument("--target", required=required, help="control plane API address")
+        command.add_argument("--tls-ca", help="CA certificate (PEM) to verify a TLS server")
+        command.add_argument("--timeout", type=float, default=10.0, help="RPC deadline in seconds")
+
+    controllers = commands.add_parser("controllers", help="the controllers and their taxonomy")
+    add_target(controllers, required=False)
+    controllers.add_argument("--json", action="store_true", help="print JSON")
+    controllers.set_defaults(run=_controllers)
+
+    decisions = commands.add_parser("decisions", help="what was decided, and why")
+    add_target(decisions)
+    decisions.add_argument("--service")
+    decisions.add_argument("--controller")
+    decisions.add_argument("--action", help="scale, place, route, isolate, remediate or reconfigure_pipeline")
+    decisions.add_argument("--status", choices=["applied", "shadow", "rejected", "superseded", "failed"])
+    decisions.add_argument("--since", type=float, help="unix time")
+    decisions.add_argument("--until", type=float, help="unix time")
+    decisions.add_argument("--limit", type=int, default=50, help="page size (1..1000)")
+    decisions.add_argument("--page-token")
+    decisions.add_argument("--watch", action="store_true", help="stream new decisions until interrupted")
+    decisions.add_argument("--after", type=int, default=0, help="with --watch: resume after this decision id")
+    decisions.add_argument("--from-start", action="store_true", help="with --watch: start from the first")
+    decisions.add_argument("--json", action="store_true", help="print JSON")
+    decisions.set_defaults(run=_decisions)
+
+    mode = commands.add_parser("mode", help="set a controller active, shadow or disabled")
+    mode.add_argument("controller")
+    mode.add_argument("mode", choices=["active", "shadow", "disabled"])
+    mode.add_argument("--promote", action="store_true", help="let a learning controller's decisions apply")
+    mode.add_argument("--token", help="bearer token (default: $CONTROLPLANE_API_TOKEN)")
+    add_target(mode)
+    mode.set_defaults(run=_mode)
 
     demo = commands.add_parser("demo", help="serve, drive generated traces at it, and show the live graph")
     demo.add_argument("--seconds", type=float, default=20.0)

@@ -1,4 +1,4 @@
-"""Configuration of `controlplane serve`: listen addresses, limits and model settings, from TOML.
+"""Configuration of `controlplane serve`: addresses, limits, model, guardrails and controllers, from TOML.
 
 Every key has a default, so the config file is optional; command-line flags override the file. Unknown
 keys are an error, so a typo never silently falls back to a default.
@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from controlplane.guardrails import GuardrailConfig
 from telemetry import ModelConfig
 from telemetry.ingest import DEFAULT_MAX_QUEUE_BYTES
 from telemetry.otlp_http import DEFAULT_MAX_REQUEST_BYTES
@@ -29,12 +30,28 @@ class ServerConfig:
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     max_queue_bytes: int = DEFAULT_MAX_QUEUE_BYTES
     retry_after_seconds: float = 1.0
+    # The decision store (SQLite); relative paths are relative to the working directory.
+    decision_store: str = "controlplane-decisions.db"
+    # Keep decisions this long / at most this many (0: forever / no limit).
+    decision_retention_days: float = 30.0
+    decision_retention_count: int = 10_000_000
+    # How often the control loop ticks; each controller still runs on its own period.
+    tick_seconds: float = 1.0
+    # Bearer token for mutating API calls; empty means none is asked. The environment variable
+    # CONTROLPLANE_API_TOKEN overrides it, so the secret need not sit in a file.
+    api_token: str = ""
+    # PEM files: with both set, every gRPC port serves TLS.
+    tls_cert: str = ""
+    tls_key: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    guardrails: GuardrailConfig = field(default_factory=GuardrailConfig)
+    # The [controllers] table as written; controllers_config.load_controllers validates it.
+    controllers: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: str | Path | None) -> Config:
@@ -43,12 +60,14 @@ class Config:
             return cls()
         with open(path, "rb") as handle:
             document = tomllib.load(handle)
-        unknown = set(document) - {"server", "model"}
+        unknown = set(document) - {"server", "model", "guardrails", "controllers"}
         if unknown:
             raise ValueError(f"{path}: unknown section(s) {sorted(unknown)}")
         return cls(
             server=_build(ServerConfig, document.get("server", {}), f"{path} [server]"),
             model=_build(ModelConfig, document.get("model", {}), f"{path} [model]"),
+            guardrails=_build(GuardrailConfig, document.get("guardrails", {}), f"{path} [guardrails]"),
+            controllers=dict(document.get("controllers", {})),
         )
 
     def with_server(self, **overrides: Any) -> Config:

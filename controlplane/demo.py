@@ -7,6 +7,8 @@ to the receiver, and the tables are drawn from the gRPC API's answers, as `contr
 from __future__ import annotations
 
 import asyncio
+import os
+import tempfile
 import threading
 import time
 
@@ -63,7 +65,10 @@ def _summary_table(graph: pb.GetGraphResponse, elapsed: float, seconds: float) -
 
 
 async def _run(seconds: float, traces_per_second: float, seed: int, console: Console) -> None:
-    config = Config().with_server(otlp_grpc="127.0.0.1:0", otlp_http="127.0.0.1:0", api="127.0.0.1:0")
+    store = os.path.join(tempfile.mkdtemp(prefix="controlplane-demo-"), "decisions.db")
+    config = Config().with_server(
+        otlp_grpc="127.0.0.1:0", otlp_http="127.0.0.1:0", api="127.0.0.1:0", decision_store=store
+    )
     server = ControlPlaneServer(config)
     ports = await server.start()
     target = f"127.0.0.1:{ports.api}"

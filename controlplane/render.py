@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from google.protobuf import json_format
 from rich.console import Console
 from rich.table import Table
 
@@ -150,3 +151,63 @@ def print_stats(response: pb.GetServiceStatsResponse, console: Console | None = 
         for op in service.operations:
             table.add_row(f"  {op.operation}", *_stat_cells(op.stats), str(op.requests_total))
     console.print(table)
+
+
+TAXONOMY_COLUMNS = ("locus", "strategy", "dynamics", "actions", "objectives", "telemetry", "evidence")
+
+
+def controller_dicts(response: pb.ListControllersResponse) -> list[dict[str, Any]]:
+    """Controllers as plain dicts (the `--json` form); enum names shortened to their last word."""
+    return [
+        json_format.MessageToDict(
+            info, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+        )
+        | {"mode": pb.ControllerMode.Name(info.mode).removeprefix("CONTROLLER_MODE_").lower()}
+        for info in response.controllers
+    ]
+
+
+def print_controllers(rows: list[dict[str, Any]], console: Console | None = None, title: str = "") -> None:
+    """A table of controllers: taxonomy, and (when read from a server) mode and health."""
+    console = console or make_console()
+    table = Table(title=title or f"Controllers ({len(rows)})")
+    table.add_column("name")
+    with_state = any("mode" in row for row in rows)
+    if with_state:
+        table.add_column("mode")
+        table.add_column("health")
+    for column in TAXONOMY_COLUMNS:
+        table.add_column(column)
+    for row in rows:
+        taxonomy = row.get("taxonomy", {})
+        cells = [row["name"]]
+        if with_state:
+            health = "quarantined" if row.get("quarantined") else ("ok" if row.get("healthy") else "faulty")
+            faults = int(row.get("faults_total", 0))
+            cells += [row.get("mode", ""), f"{health} ({faults} faults)" if faults else health]
+        for column in TAXONOMY_COLUMNS:
+            value = taxonomy.get(column, "")
+            cells.append(", ".join(value) if isinstance(value, list) else str(value))
+        table.add_row(*cells)
+    console.print(table)
+
+
+def decision_dict(info: pb.DecisionInfo) -> dict[str, Any]:
+    document = json_format.MessageToDict(info, preserving_proto_field_name=True)
+    document["status"] = pb.DecisionStatus.Name(info.status).removeprefix("DECISION_STATUS_").lower()
+    document["id"] = info.id
+    document["tick"] = info.tick
+    return document
+
+
+def decision_line(info: pb.DecisionInfo) -> str:
+    """One line per decision for people: id, time, status, controller, action, why."""
+    status = pb.DecisionStatus.Name(info.status).removeprefix("DECISION_STATUS_").lower()
+    settings = {
+        key: value
+        for key, value in json_format.MessageToDict(info.action).items()
+        if key not in ("action", "target", "reason", "evidence")
+    }
+    described = "".join(f", {key}={value}" for key, value in settings.items())
+    action = f"{info.action_kind}({info.target}{described})"
+    return f"#{info.id} {status:<10} {info.controller}: {action} — {info.why}"

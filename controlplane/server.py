@@ -11,7 +11,10 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import signal
+import sys
+import time
 from dataclasses import dataclass
 
 import grpc
@@ -20,10 +23,15 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2  # registers TraceService for reflection
 
+from controlplane.actuator import Actuator, InMemoryActuator
 from controlplane.api import ControlPlaneApi
 from controlplane.config import Config
+from controlplane.controllers_config import load_controllers
 from controlplane.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from controlplane.metrics import ControlPlaneMetrics
+from controlplane.registry import ControllerRegistry, default_registry
+from controlplane.runtime import ControlLoop
+from controlplane.store import DecisionStore
 from protos.controlplane.v1 import controlplane_pb2, controlplane_pb2_grpc
 from telemetry import TelemetryModel
 from telemetry.ingest import Ingestor
@@ -55,7 +63,13 @@ def split_address(address: str) -> tuple[str, int]:
 class ControlPlaneServer:
     """Builds and runs everything `serve` listens on, around one `TelemetryModel`."""
 
-    def __init__(self, config: Config | None = None, model: TelemetryModel | None = None) -> None:
+    def __init__(
+        self,
+        config: Config | None = None,
+        model: TelemetryModel | None = None,
+        actuator: Actuator | None = None,
+        registry: ControllerRegistry | None = None,
+    ) -> None:
         self.config = config or Config()
         self.model = model or TelemetryModel(self.config.model)
         server = self.config.server
@@ -63,11 +77,30 @@ class ControlPlaneServer:
         self._grpc: grpc.aio.Server | None = None
         self._http: web.AppRunner | None = None
         self.health = health.aio.HealthServicer()
+        if registry is None:
+            registry = default_registry
+            registry.discover()
+        self.registry = registry
+        self.actuator = actuator or InMemoryActuator()
+        self.store = DecisionStore(server.decision_store)
         self.metrics = ControlPlaneMetrics(
             span_counts=lambda: (self.model.spans_accepted, self.model.spans_rejected),
             queue_bytes=lambda: self.ingestor.queued_bytes,
             refused_requests=lambda: self.ingestor.requests_refused,
+            controller_health=lambda: self.loop.health(),
         )
+        controllers = load_controllers(self.config.controllers, registry)
+        self.loop = ControlLoop(
+            self.model,
+            controllers,
+            self.actuator,
+            self.store,
+            self.config.guardrails,
+            tick_seconds=server.tick_seconds,
+            metrics=self.metrics,
+            origins={item.cls.name: registry.origin(item.cls.name) for item in controllers},
+        )
+        self.api_token = os.environ.get("CONTROLPLANE_API_TOKEN", server.api_token)
         self.ports: BoundPorts | None = None
 
     async def start(self) -> BoundPorts:
@@ -76,6 +109,10 @@ class ControlPlaneServer:
         # `controlplane bench ingest`). Nothing in the model makes reference cycles.
         gc.set_threshold(100_000, 50, 1000)
         gc.freeze()
+        # Controllers run in worker threads; one that spins on the CPU holds the GIL for a whole switch
+        # interval each time the event loop needs it back. 1 ms instead of 5 ms keeps Export answering
+        # fast while a controller misbehaves, at a negligible cost when controllers are idle.
+        sys.setswitchinterval(0.001)
         server = self.config.server
         limit = server.max_request_bytes
         self._grpc = grpc.aio.server(
@@ -86,16 +123,23 @@ class ControlPlaneServer:
             ]
         )
         self._grpc.add_generic_rpc_handlers((trace_service_handler(self.ingestor),))
-        controlplane_pb2_grpc.add_ControlPlaneServicer_to_server(ControlPlaneApi(self.model), self._grpc)
+        api = ControlPlaneApi(self.model, self.loop, self.store, self.api_token)
+        controlplane_pb2_grpc.add_ControlPlaneServicer_to_server(api, self._grpc)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._grpc)
         reflection.enable_server_reflection(
             (TRACE_SERVICE, API_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), self._grpc
         )
         grpc_ports: dict[str, int] = {}
+        credentials = self._tls_credentials()
         for address in dict.fromkeys((server.otlp_grpc, server.api)):
             split_address(address)
-            grpc_ports[address] = self._grpc.add_insecure_port(address)
+            if credentials is None:
+                grpc_ports[address] = self._grpc.add_insecure_port(address)
+            else:
+                grpc_ports[address] = self._grpc.add_secure_port(address, credentials)
         self.ingestor.start()
+        self._retention()
+        self.loop.start()
         await self._grpc.start()
         host, port = split_address(server.otlp_http)
         app = trace_receiver_app(self.ingestor, limit)
@@ -122,13 +166,32 @@ class ControlPlaneServer:
             {"status": "ok" if healthy else "ingest stopped"}, status=200 if healthy else 503
         )
 
+    def _tls_credentials(self) -> grpc.ServerCredentials | None:
+        server = self.config.server
+        if not (server.tls_cert or server.tls_key):
+            return None
+        if not (server.tls_cert and server.tls_key):
+            raise ValueError("TLS needs both tls_cert and tls_key")
+        with open(server.tls_key, "rb") as key, open(server.tls_cert, "rb") as cert:
+            return grpc.ssl_server_credentials([(key.read(), cert.read())])
+
+    def _retention(self) -> None:
+        server = self.config.server
+        self.store.apply_retention(
+            server.decision_retention_days * 86_400 or None,
+            server.decision_retention_count or None,
+            time.time(),
+        )
+
     async def stop(self, grace_seconds: float = 1.0) -> None:
+        await self.loop.stop()
         await self.health.enter_graceful_shutdown()
         if self._http is not None:
             await self._http.cleanup()
         if self._grpc is not None:
             await self._grpc.stop(grace_seconds)
         await self.ingestor.stop()
+        self.store.close()
 
     async def serve_forever(self) -> None:
         """Run until SIGINT/SIGTERM."""

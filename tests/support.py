@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -47,19 +49,30 @@ class RunningServer:
 
 
 @contextlib.contextmanager
-def running_server(model: ModelConfig | None = None, **server_settings: Any) -> Iterator[RunningServer]:
-    """A ControlPlaneServer on 127.0.0.1 ephemeral ports, stopped on exit."""
+def running_server(
+    model: ModelConfig | None = None,
+    config_sections: dict[str, Any] | None = None,
+    server_parts: dict[str, Any] | None = None,
+    **server_settings: Any,
+) -> Iterator[RunningServer]:
+    """A ControlPlaneServer on 127.0.0.1 ephemeral ports with its own decision store, stopped on exit.
+
+    `config_sections` sets other Config fields (guardrails, controllers); `server_parts` (actuator,
+    registry) go to the server.
+    """
+    store_dir = tempfile.mkdtemp(prefix="controlplane-test-")
     settings = {
         "otlp_grpc": "127.0.0.1:0",
         "otlp_http": "127.0.0.1:0",
         "api": "127.0.0.1:0",
+        "decision_store": os.path.join(store_dir, "decisions.db"),
         **server_settings,
     }
-    config = Config(model=model or ModelConfig()).with_server(**settings)
+    config = Config(model=model or ModelConfig(), **(config_sections or {})).with_server(**settings)
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="control-plane", daemon=True)
     thread.start()
-    server = ControlPlaneServer(config)
+    server = ControlPlaneServer(config, **(server_parts or {}))
     try:
         ports = asyncio.run_coroutine_threadsafe(server.start(), loop).result(timeout=30)
         yield RunningServer(server, ports, loop)
@@ -68,3 +81,4 @@ def running_server(model: ModelConfig | None = None, **server_settings: Any) -> 
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=10)
         loop.close()
+        shutil.rmtree(store_dir, ignore_errors=True)
