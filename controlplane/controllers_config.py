@@ -6,6 +6,8 @@
     [controllers.hpa]
     mode = "active"            # "active" | "shadow" | "disabled"
     priority = 5               # overrides the class's `priority`
+    period_seconds = 15.0      # overrides how often it runs
+    time_budget_seconds = 1.0  # overrides how long one decide may take
 
     [controllers.hpa.params]   # overrides fields of the controller's `Parameters` dataclass
     target_rate_per_replica = 40.0
@@ -36,7 +38,7 @@ from controlplane.controller import Controller, Mode
 from controlplane.registry import ControllerRegistry
 from controlplane.runner import ControllerRunner
 
-TABLE_KEYS = frozenset({"mode", "priority", "params"})
+TABLE_KEYS = frozenset({"mode", "priority", "params", "period_seconds", "time_budget_seconds"})
 # The top-level sections of `controlplane serve`'s configuration file (see controlplane.config).
 FILE_SECTIONS = frozenset({"server", "model", "guardrails", "controllers"})
 
@@ -136,4 +138,13 @@ def _configure(name: str, settings: Mapping[str, Any], registry: ControllerRegis
     except (TypeError, ValueError) as error:
         # build_parameters names the controller and the key; the prefix says where in the file to look.
         raise ValueError(f"[controllers.{name}.params]: {error}") from error
-    return ConfiguredController(cls=cls, instance=cls(params), mode=mode, priority=priority)
+    instance = cls(params)
+    # Operators tune how often a controller runs and how long it may take without touching its code;
+    # instance attributes shadow the class's declared values for the runner.
+    for key in ("period_seconds", "time_budget_seconds"):
+        if key in settings:
+            value = settings[key]
+            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+                raise ValueError(f"{where}: {key} must be a positive number of seconds, got {value!r}")
+            setattr(instance, key, float(value))
+    return ConfiguredController(cls=cls, instance=instance, mode=mode, priority=priority)

@@ -210,4 +210,8 @@ def decision_line(info: pb.DecisionInfo) -> str:
     }
     described = "".join(f", {key}={value}" for key, value in settings.items())
     action = f"{info.action_kind}({info.target}{described})"
-    return f"#{info.id} {status:<10} {info.controller}: {action} — {info.why}"
+    reason_value = info.action.fields.get("reason")
+    reason = reason_value.string_value if reason_value is not None else ""
+    return f"#{info.id} {status:<10} {info.controller}: {action} — {info.why}" + (
+        f" ({reason})" if reason else ""
+    )

@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -18,6 +20,7 @@ from controlplane.server import BoundPorts, ControlPlaneServer
 from telemetry import ModelConfig
 
 REPO = Path(__file__).resolve().parent.parent
+EXAMPLE_PLUGIN = REPO / "examples" / "plugin"
 SHARED_DATA = Path(os.environ.get("CONTROLPLANE_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
@@ -82,3 +85,23 @@ def running_server(
         thread.join(timeout=10)
         loop.close()
         shutil.rmtree(store_dir, ignore_errors=True)
+
+
+def pip_install_target(sources: list[Path], site: Path) -> None:
+    """Install packages for real with pip into a --target directory (no network, no dependencies).
+
+    Builds from copies: setuptools writes build/ and *.egg-info next to the sources it builds.
+    """
+    copies = []
+    for source in sources:
+        copy = site.parent / f"{source.name}-src"
+        ignore = shutil.ignore_patterns("build", "*.egg-info")
+        shutil.copytree(source, copy, ignore=ignore, dirs_exist_ok=True)
+        copies.append(str(copy))
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps"]
+        + ["--no-build-isolation", "--no-index", "--target", str(site), *copies],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )

@@ -5,7 +5,6 @@ from __future__ import annotations
 import ast
 import json
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -19,9 +18,7 @@ import pytest
 import controlplane.registry
 from controlplane import Controller, ControllerRegistry, Mode, Scale, Taxonomy, TelemetryView, controller
 from controlplane.controllers_config import load_controllers
-from tests.support import REPO
-
-EXAMPLE_PLUGIN = REPO / "examples" / "plugin"
+from tests.support import EXAMPLE_PLUGIN, pip_install_target
 
 # A second distribution whose entry points are broken in three different ways, plus one good controller
 # listed after them: discovery has to get past the broken ones to register it.
@@ -117,23 +114,13 @@ SNIPPET = textwrap.dedent(
 def plugin_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The example plugin and a broken one, installed with pip into one --target directory."""
     root = tmp_path_factory.mktemp("plugins")
-    # Build from copies: setuptools writes build/ and *.egg-info next to the sources it builds.
-    example = root / "example-src"
-    shutil.copytree(EXAMPLE_PLUGIN, example, ignore=shutil.ignore_patterns("build", "*.egg-info"))
-    broken = root / "broken-src"
+    broken = root / "broken"
     (broken / "broken_plugin").mkdir(parents=True)
     (broken / "pyproject.toml").write_text(BROKEN_PYPROJECT)
     (broken / "broken_plugin" / "__init__.py").write_text(BROKEN_INIT)
     (broken / "broken_plugin" / "explodes.py").write_text('raise RuntimeError("this plugin cannot import")\n')
-
     site = root / "site"
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps"]
-        + ["--no-build-isolation", "--no-index", "--target", str(site), str(example), str(broken)],
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
+    pip_install_target([EXAMPLE_PLUGIN, broken], site)
     return site
 
 
@@ -372,3 +359,24 @@ def test_configuration_errors_name_the_controller_and_key(
 ) -> None:
     with pytest.raises(ValueError, match=message):
         load_controllers(tomllib.loads(text), registry)
+
+
+def test_config_overrides_period_and_time_budget_per_instance() -> None:
+    registry = ControllerRegistry()
+
+    class Periodic(Controller):
+        name = "periodic"
+        taxonomy = Taxonomy.of("centralized", "rule")
+        period_seconds = 30.0
+
+        async def decide(self, view):
+            return []
+
+    registry.register(Periodic)
+    (configured,) = load_controllers(
+        {"periodic": {"period_seconds": 2, "time_budget_seconds": 0.5}}, registry
+    )
+    assert configured.instance.period_seconds == 2.0 and configured.instance.time_budget_seconds == 0.5
+    assert Periodic.period_seconds == 30.0  # the class keeps its declared value
+    with pytest.raises(ValueError, match=r"\[controllers.periodic\]: period_seconds must be a positive"):
+        load_controllers({"periodic": {"period_seconds": 0}}, registry)
