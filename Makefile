@@ -26,6 +26,7 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(VENV)/bin/controlplane bench ingest
+	$(VENV)/bin/controlplane bench loop
 
 protos: $(STAMP)
 	$(PY) -m grpc_tools.protoc -I. --python_out=. --grpc_python_out=. --pyi_out=. $(PROTO_SRC)

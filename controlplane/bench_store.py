@@ -6,19 +6,14 @@
 (`set_outcome`) and 1000-decision `append` batches with `synchronous=FULL` and `NORMAL`, the trade-off the
 store's docstring describes.
 
-Run: `python -m controlplane.bench_store --decisions 1000000 [--path FILE] [--commits 500]`; prints JSON.
+`controlplane bench loop` runs both as part of the control-loop benchmark.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import os
 import random
-import shutil
-import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -178,33 +173,3 @@ def measure_commit_latency(directory: str, commits: int = 500, batch: int = 1000
         results[f"set_outcome_{key}_per_second"] = round(len(samples) / (sum(samples) / 1000))
         results[f"append_{batch}_{key}_per_second"] = round(batch * len(batch_seconds) / sum(batch_seconds))
     return results
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Command line entry: run both measurements and print one JSON object."""
-    parser = argparse.ArgumentParser(prog="python -m controlplane.bench_store", description=__doc__)
-    parser.add_argument("--decisions", type=int, default=1_000_000)
-    parser.add_argument("--services", type=int, default=1000)
-    parser.add_argument("--path", default="", help="new SQLite file to fill (default: a temporary directory)")
-    parser.add_argument("--commits", type=int, default=500, help="single commits per synchronous mode")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
-    args = parser.parse_args(argv)
-    directory = tempfile.mkdtemp(prefix="bench-store-")
-    try:
-        path = args.path or os.path.join(directory, "decisions.db")
-        report = {
-            **measure_commit_latency(directory, commits=args.commits),
-            **measure_store(path, decisions=args.decisions, services=args.services),
-        }
-    finally:
-        if args.keep:
-            print(f"kept {directory}", file=sys.stderr)
-        else:
-            shutil.rmtree(directory, ignore_errors=True)
-    json.dump(report, sys.stdout, indent=2)
-    print()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

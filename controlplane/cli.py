@@ -187,6 +187,13 @@ def _bench_ingest(args: argparse.Namespace) -> int:
     return run_ingest_bench(config, as_json=args.json)
 
 
+def _bench_loop(args: argparse.Namespace) -> int:
+    from controlplane.bench_loop import LoopBenchConfig, run_loop_bench
+
+    config = LoopBenchConfig(ticks=args.ticks, decisions=args.decisions, seed=args.seed)
+    return run_loop_bench(config, as_json=args.json)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="controlplane", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -269,6 +276,12 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--seed", type=int, default=1)
     ingest.add_argument("--json", action="store_true", help="print one JSON object")
     ingest.set_defaults(run=_bench_ingest)
+    loop = benches.add_parser("loop", help="control-loop tick time at 1,000 services; decision store at 1M")
+    loop.add_argument("--ticks", type=int, default=60)
+    loop.add_argument("--decisions", type=int, default=1_000_000, help="decisions to fill the store with")
+    loop.add_argument("--seed", type=int, default=1)
+    loop.add_argument("--json", action="store_true", help="print one JSON object")
+    loop.set_defaults(run=_bench_loop)
     return parser
 
 

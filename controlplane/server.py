@@ -60,6 +60,19 @@ def split_address(address: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def tune_interpreter() -> None:
+    """Process-wide settings the control plane needs; every process that serves calls this."""
+    # The linker holds millions of small long-lived tuples; with the default thresholds the cyclic
+    # GC rescans them so often that ingest loses about a sixth of its throughput (measured with
+    # `controlplane bench ingest`). Nothing in the model makes reference cycles.
+    gc.set_threshold(100_000, 50, 1000)
+    gc.freeze()
+    # Controllers run in worker threads; one that spins on the CPU holds the GIL for a whole switch
+    # interval each time the event loop needs it back. 1 ms instead of 5 ms keeps Export answering
+    # fast while a controller misbehaves, at a negligible cost when controllers are idle.
+    sys.setswitchinterval(0.001)
+
+
 class ControlPlaneServer:
     """Builds and runs everything `serve` listens on, around one `TelemetryModel`."""
 
@@ -104,15 +117,7 @@ class ControlPlaneServer:
         self.ports: BoundPorts | None = None
 
     async def start(self) -> BoundPorts:
-        # The linker holds millions of small long-lived tuples; with the default thresholds the cyclic
-        # GC rescans them so often that ingest loses about a sixth of its throughput (measured with
-        # `controlplane bench ingest`). Nothing in the model makes reference cycles.
-        gc.set_threshold(100_000, 50, 1000)
-        gc.freeze()
-        # Controllers run in worker threads; one that spins on the CPU holds the GIL for a whole switch
-        # interval each time the event loop needs it back. 1 ms instead of 5 ms keeps Export answering
-        # fast while a controller misbehaves, at a negligible cost when controllers are idle.
-        sys.setswitchinterval(0.001)
+        tune_interpreter()
         server = self.config.server
         limit = server.max_request_bytes
         self._grpc = grpc.aio.server(

@@ -8,7 +8,9 @@ accuracy merge exactly by adding bucket counts, so shards aggregated apart give 
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from collections.abc import Iterable
+from itertools import accumulate
 
 DEFAULT_RELATIVE_ACCURACY = 0.01
 # Values below this count as zero (the model records milliseconds, so this is 1 ns): buckets for
@@ -93,7 +95,10 @@ class LatencySketch:
         self.total = self.total - other.total if self.count else 0.0
 
     def copy(self) -> LatencySketch:
-        clone = LatencySketch(self.relative_accuracy)
+        clone = LatencySketch.__new__(LatencySketch)  # skips __init__'s checks: snapshots copy thousands
+        clone.relative_accuracy = self.relative_accuracy
+        clone._gamma = self._gamma
+        clone._inv_log_gamma = self._inv_log_gamma
         clone.bins = dict(self.bins)
         clone.zero_count = self.zero_count
         clone.count = self.count
@@ -110,28 +115,25 @@ class LatencySketch:
         return self.quantiles((q,))[0]
 
     def quantiles(self, qs: Iterable[float]) -> list[float]:
-        """Several quantiles (as `quantile`) in one pass over the sorted buckets."""
+        """Several quantiles (as `quantile`) from one sort of the buckets."""
         qs = list(qs)
         if any(not 0.0 <= q <= 1.0 for q in qs):
             raise ValueError(f"quantiles must be in [0, 1], got {qs}")
         if self.count == 0 or not qs:
             return [0.0] * len(qs)
-        ranks = sorted((math.floor(q * (self.count - 1)), position) for position, q in enumerate(qs))
-        answers = [0.0] * len(qs)
-        pending = iter(ranks)
-        rank, position = next(pending)
-        seen = self.zero_count
-        try:
-            while rank < seen:  # ranks that fall on zero values
-                rank, position = next(pending)
-            for index in sorted(self.bins):
-                seen += self.bins[index]
-                while rank < seen:
-                    answers[position] = 2.0 * self._gamma**index / (self._gamma + 1.0)
-                    rank, position = next(pending)
-        except StopIteration:
-            return answers
-        raise AssertionError("sketch counts are inconsistent")  # pragma: no cover
+        indexes, counts = zip(*sorted(self.bins.items()), strict=True) if self.bins else ((), ())
+        # cumulative[i]: values at or below bucket indexes[i], zeros included; bisect finds a rank's bucket.
+        cumulative = list(accumulate(counts, initial=self.zero_count))[1:]
+        gamma = self._gamma
+        answers = []
+        for q in qs:
+            rank = math.floor(q * (self.count - 1))
+            if rank < self.zero_count:
+                answers.append(0.0)
+                continue
+            index = indexes[bisect_right(cumulative, rank)]
+            answers.append(2.0 * gamma**index / (gamma + 1.0))
+        return answers
 
     @property
     def mean(self) -> float:

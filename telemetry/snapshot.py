@@ -14,7 +14,7 @@ import networkx as nx
 
 from telemetry.aggregates import TelemetryAggregates
 from telemetry.critical_path import CriticalPath
-from telemetry.windows import Aggregate, WindowSummary
+from telemetry.windows import Aggregate, UnionAggregate, WindowSummary
 
 SERVICE = "service"
 EXTERNAL = "external"
@@ -101,7 +101,7 @@ def build_snapshot(
     windows of the calls into it.
     """
     operations_by_service: dict[str, list[OperationSnapshot]] = {}
-    service_windows: dict[str, tuple[Aggregate, float, int, int]] = {}
+    service_parts: dict[str, list[Part]] = {}
     for (service, operation), stats in aggregates.operations.items():
         window, covered = stats.window(now, window_seconds)
         operations_by_service.setdefault(service, []).append(
@@ -109,9 +109,11 @@ def build_snapshot(
                 operation, WindowSummary.of(window, covered), stats.requests_total, stats.errors_total
             )
         )
-        _fold(service_windows, service, window, covered, stats.requests_total, stats.errors_total)
+        service_parts.setdefault(service, []).append(
+            (window, covered, stats.requests_total, stats.errors_total)
+        )
     edges = []
-    external_windows: dict[str, tuple[Aggregate, float, int, int]] = {}
+    external_parts: dict[str, list[Part]] = {}
     for (source, target), stats in aggregates.edges.items():
         window, covered = stats.window(now, window_seconds)
         edges.append(
@@ -125,11 +127,13 @@ def build_snapshot(
             )
         )
         if target in aggregates.externals:
-            _fold(external_windows, target, window, covered, stats.requests_total, stats.errors_total)
+            external_parts.setdefault(target, []).append(
+                (window, covered, stats.requests_total, stats.errors_total)
+            )
     empty = (Aggregate(aggregates.relative_accuracy), window_seconds, 0, 0)
     nodes: dict[str, NodeSnapshot] = {}
     for service, seen in aggregates.service_last_seen.items():
-        window, covered, requests_total, errors_total = service_windows.get(service, empty)
+        window, covered, requests_total, errors_total = _combine(service_parts.get(service), empty)
         nodes[service] = NodeSnapshot(
             name=service,
             kind=SERVICE,
@@ -143,7 +147,7 @@ def build_snapshot(
     for name, system in aggregates.externals.items():
         if name in nodes:
             continue  # an instrumented service that some callers also reach unanswered stays a service
-        window, covered, requests_total, errors_total = external_windows.get(name, empty)
+        window, covered, requests_total, errors_total = _combine(external_parts.get(name), empty)
         nodes[name] = NodeSnapshot(
             name=name,
             kind=EXTERNAL,
@@ -169,24 +173,18 @@ def build_snapshot(
     )
 
 
-def _fold(
-    table: dict[str, tuple[Aggregate, float, int, int]],
-    name: str,
-    window: Aggregate,
-    covered: float,
-    requests_total: int,
-    errors_total: int,
-) -> None:
-    """Add one part's window (a fresh Aggregate, safe to merge into) to the named node's."""
-    known = table.get(name)
-    if known is None:
-        table[name] = (window, covered, requests_total, errors_total)
-        return
-    merged, merged_covered, merged_requests, merged_errors = known
-    merged.merge(window)
-    table[name] = (
-        merged,
-        max(merged_covered, covered),
-        merged_requests + requests_total,
-        merged_errors + errors_total,
+Part = tuple[Aggregate | UnionAggregate, float, int, int]
+
+
+def _combine(parts: list[Part] | None, empty: Part) -> Part:
+    """One node's window from its parts' windows (operations of a service, calls into an external node)."""
+    if not parts:
+        return empty
+    if len(parts) == 1:
+        return parts[0]  # shared with the part's own summary: both only read it
+    return (
+        UnionAggregate([part[0] for part in parts]),
+        max(part[1] for part in parts),
+        sum(part[2] for part in parts),
+        sum(part[3] for part in parts),
     )

@@ -9,7 +9,7 @@ summary merges the buckets that fall inside it. Buckets are keyed by absolute bu
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 from telemetry.sketch import DEFAULT_RELATIVE_ACCURACY, LatencySketch
 
@@ -19,11 +19,13 @@ SUMMARY_QUANTILES = (0.5, 0.95, 0.99)
 class Aggregate:
     """Errors and latencies (milliseconds) of one bucket, or of several merged; the sketch counts requests."""
 
-    __slots__ = ("errors", "sketch")
+    __slots__ = ("errors", "sketch", "shared")
 
     def __init__(self, relative_accuracy: float = DEFAULT_RELATIVE_ACCURACY) -> None:
         self.errors = 0
         self.sketch = LatencySketch(relative_accuracy)
+        # Set when a snapshot holds this aggregate: writers must then copy it first (copy on write).
+        self.shared = False
 
     @property
     def count(self) -> int:
@@ -48,43 +50,163 @@ class Aggregate:
 
     def copy(self) -> Aggregate:
         clone = Aggregate.__new__(Aggregate)
+        clone.shared = False
         clone.errors = self.errors
         clone.sketch = self.sketch.copy()
         return clone
 
 
-@dataclass(frozen=True, slots=True)
-class WindowSummary:
-    """What one window says about one thing; the unit of every stats answer."""
+class UnionAggregate:
+    """Several aggregates read as one; their sketches are merged only when a quantile is asked for."""
 
-    window_seconds: float
-    requests: int
-    errors: int
-    request_rate: float
-    error_rate: float
-    p50_ms: float
-    p95_ms: float
-    p99_ms: float
-    mean_ms: float
-    concurrency: float
+    __slots__ = ("parts", "errors", "count", "latency_ms_sum", "_sketch")
+
+    def __init__(self, parts: Sequence[Aggregate | UnionAggregate]) -> None:
+        flat: list[Aggregate] = []
+        errors = count = 0
+        latency_ms_sum = 0.0
+        for part in parts:
+            for leaf in part.parts if isinstance(part, UnionAggregate) else (part,):
+                flat.append(leaf)
+                errors += leaf.errors
+                sketch = leaf.sketch
+                count += sketch.count
+                latency_ms_sum += sketch.total
+        self.parts = tuple(flat)
+        self.errors = errors
+        self.count = count
+        self.latency_ms_sum = latency_ms_sum
+        self._sketch: LatencySketch | None = None
+
+    @property
+    def sketch(self) -> LatencySketch:
+        if self._sketch is None:
+            merged = self.parts[0].sketch.copy()
+            for part in self.parts[1:]:
+                merged.merge(part.sketch)
+            self._sketch = merged
+        return self._sketch
+
+
+class WindowSummary:
+    """What one window says about one thing; the unit of every stats answer. Treat it as read-only.
+
+    The latency quantiles are worked out on first read: a snapshot summarises every service, operation and
+    edge, while a controller usually reads a few of them, and quantiles are most of the cost.
+    """
+
+    __slots__ = (
+        "window_seconds",
+        "requests",
+        "errors",
+        "request_rate",
+        "error_rate",
+        "mean_ms",
+        "concurrency",
+        "_aggregate",
+        "_quantiles",
+    )
+
+    def __init__(
+        self,
+        *,
+        window_seconds: float,
+        requests: int,
+        errors: int,
+        request_rate: float,
+        error_rate: float,
+        p50_ms: float,
+        p95_ms: float,
+        p99_ms: float,
+        mean_ms: float,
+        concurrency: float,
+    ) -> None:
+        """A summary from known values (views built by hand, tests); the model uses `of`."""
+        self.window_seconds = window_seconds
+        self.requests = requests
+        self.errors = errors
+        self.request_rate = request_rate
+        self.error_rate = error_rate
+        self.mean_ms = mean_ms
+        self.concurrency = concurrency
+        self._aggregate = None
+        self._quantiles = (p50_ms, p95_ms, p99_ms)
 
     @classmethod
-    def of(cls, aggregate: Aggregate, window_seconds: float) -> WindowSummary:
+    def of(cls, aggregate: Aggregate | UnionAggregate, window_seconds: float) -> WindowSummary:
+        """The summary of `aggregate`, which must not change afterwards (window() hands out such)."""
+        summary = cls.__new__(cls)
         count = aggregate.count
-        p50, p95, p99 = aggregate.sketch.quantiles(SUMMARY_QUANTILES)
+        errors = aggregate.errors
+        latency_ms_sum = aggregate.latency_ms_sum
         seconds = max(window_seconds, 1e-9)
-        return cls(
-            window_seconds=window_seconds,
-            requests=count,
-            errors=aggregate.errors,
-            request_rate=count / seconds,
-            error_rate=aggregate.errors / count if count else 0.0,
-            p50_ms=p50,
-            p95_ms=p95,
-            p99_ms=p99,
-            mean_ms=aggregate.latency_ms_sum / count if count else 0.0,
-            # Little's law: mean in flight = arrival rate x mean time in system = busy time / wall time.
-            concurrency=aggregate.latency_ms_sum / 1000.0 / seconds,
+        summary.window_seconds = window_seconds
+        summary.requests = count
+        summary.errors = errors
+        summary.request_rate = count / seconds
+        summary.error_rate = errors / count if count else 0.0
+        summary.mean_ms = latency_ms_sum / count if count else 0.0
+        # Little's law: mean in flight = arrival rate x mean time in system = busy time / wall time.
+        summary.concurrency = latency_ms_sum / 1000.0 / seconds
+        summary._aggregate = aggregate  # read .sketch lazily: a union merges its parts only then
+        summary._quantiles = None
+        return summary
+
+    def _percentiles(self) -> tuple[float, float, float]:
+        quantiles = self._quantiles
+        if quantiles is None:
+            quantiles = self._quantiles = tuple(self._aggregate.sketch.quantiles(SUMMARY_QUANTILES))
+        return quantiles
+
+    @property
+    def p50_ms(self) -> float:
+        return self._percentiles()[0]
+
+    @property
+    def p95_ms(self) -> float:
+        return self._percentiles()[1]
+
+    @property
+    def p99_ms(self) -> float:
+        return self._percentiles()[2]
+
+    def as_tuple(self) -> tuple[float, ...]:
+        return (
+            self.window_seconds,
+            self.requests,
+            self.errors,
+            self.request_rate,
+            self.error_rate,
+            self.p50_ms,
+            self.p95_ms,
+            self.p99_ms,
+            self.mean_ms,
+            self.concurrency,
+        )
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, WindowSummary) and self.as_tuple() == other.as_tuple()
+
+    def __hash__(self) -> int:
+        return hash(self.as_tuple())
+
+    def __repr__(self) -> str:
+        names = (
+            "window_seconds",
+            "requests",
+            "errors",
+            "request_rate",
+            "error_rate",
+            "p50_ms",
+            "p95_ms",
+            "p99_ms",
+            "mean_ms",
+            "concurrency",
+        )
+        return (
+            "WindowSummary("
+            + ", ".join(f"{n}={v!r}" for n, v in zip(names, self.as_tuple(), strict=True))
+            + ")"
         )
 
 
@@ -135,11 +257,14 @@ class WindowedStats:
         aggregate = self.buckets.get(index)
         if aggregate is None:
             aggregate = self.buckets[index] = Aggregate(self.relative_accuracy)
+        elif aggregate.shared:  # a snapshot holds it: write to a copy (see window())
+            aggregate = self.buckets[index] = aggregate.copy()
         return aggregate
 
     def _advance(self, index: int) -> None:
         """Make `index` the newest bucket: close the previous newest, drop what leaves the ring."""
-        closed = self._closed
+        # Copy on write: summaries handed out earlier may still hold the previous sum.
+        closed = self._closed.copy() if self._closed is not None else None
         previous = self.buckets.get(self._newest)
         if closed is not None and previous is not None:
             closed.merge(previous)
@@ -149,6 +274,7 @@ class WindowedStats:
             leaving = self.buckets.pop(stale)
             if closed is not None:
                 closed.subtract(leaving)
+        self._closed = closed
 
     def closed_sum(self) -> Aggregate:
         if self._closed is None:
@@ -166,9 +292,9 @@ class WindowedStats:
         self.errors_total += error
         self.last_seen = max(self.last_seen, now)
 
-    def window(self, now: float, window_seconds: float) -> tuple[Aggregate, float]:
-        """A new Aggregate of the last `window_seconds` (whole buckets, the current one partly elapsed)
-        and the seconds it covers."""
+    def window(self, now: float, window_seconds: float) -> tuple[Aggregate | UnionAggregate, float]:
+        """The aggregate of the last `window_seconds` (whole buckets, the current one partly elapsed) and
+        the seconds it covers. It is the caller's to keep: nothing changes it later."""
         width = self.bucket_seconds
         current = math.floor(now / width)
         span = min(max(1, math.ceil(window_seconds / width)), self.bucket_count)
@@ -176,10 +302,15 @@ class WindowedStats:
         if current > self._newest:
             self._advance(current)
         if span == self.bucket_count and current == self._newest:
-            merged = self.closed_sum().copy()
+            # Neither part is copied: the closed sum is never changed in place (see _advance), and the open
+            # bucket is marked shared, so the next write to it goes to a copy (see bucket()).
             newest = self.buckets.get(current)
-            if newest is not None:
-                merged.merge(newest)
+            closed = self.closed_sum()
+            if newest is None:
+                merged = closed
+            else:
+                newest.shared = True
+                merged = UnionAggregate((closed, newest))
         else:  # a shorter window, or `now` before the newest data: add up the buckets it covers
             merged = Aggregate(self.relative_accuracy)
             for index, aggregate in self.buckets.items():
@@ -201,6 +332,8 @@ class WindowedStats:
             mine = self.buckets.get(index)
             if mine is None:
                 mine = self.buckets[index] = Aggregate(self.relative_accuracy)
+            elif mine.shared:
+                mine = self.buckets[index] = mine.copy()
             mine.merge(aggregate)
         self._closed = None
         newest = max(self._newest, other._newest)

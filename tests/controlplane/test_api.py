@@ -277,3 +277,20 @@ def test_misbehaving_controllers_are_isolated_while_ingest_keeps_answering() -> 
     assert infos["stepper"].healthy and infos["stepper"].faults_total == 0
     assert decisions, "the well-behaved controller kept deciding"
     assert statistics.median(latencies) < 0.05
+
+
+def test_metrics_show_decisions_tick_times_and_controller_faults(deciding) -> None:
+    import urllib.request
+
+    server, _ = deciding
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.ports.otlp_http}/metrics", timeout=10) as response:
+        lines = response.read().decode().splitlines()
+
+    def value(prefix: str) -> float:
+        return float(next(line for line in lines if line.startswith(prefix)).split()[-1])
+
+    assert value('controlplane_decisions_total{status="applied"}') >= 1
+    assert value('controlplane_controller_decide_seconds_count{controller="stepper"}') >= 1
+    assert value("controlplane_tick_seconds_count") >= 1
+    assert value('controlplane_controller_faults_total{controller="stepper"}') == 0
+    assert value('controlplane_controller_quarantined{controller="stepper"}') == 0
