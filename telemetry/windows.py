@@ -257,7 +257,7 @@ class WindowedStats:
         aggregate = self.buckets.get(index)
         if aggregate is None:
             aggregate = self.buckets[index] = Aggregate(self.relative_accuracy)
-        elif aggregate.shared:  # a snapshot holds it: write to a copy (see window())
+        elif aggregate.shared or aggregate.sketch.frozen:  # held by a snapshot, or closed: write to a copy
             aggregate = self.buckets[index] = aggregate.copy()
         return aggregate
 
@@ -266,8 +266,11 @@ class WindowedStats:
         # Copy on write: summaries handed out earlier may still hold the previous sum.
         closed = self._closed.copy() if self._closed is not None else None
         previous = self.buckets.get(self._newest)
-        if closed is not None and previous is not None:
-            closed.merge(previous)
+        if previous is not None:
+            if closed is not None:
+                closed.merge(previous)
+            # Nothing writes a closed bucket again (bucket() copies first), so it can shrink to arrays.
+            previous.sketch.freeze()
         self._newest = index
         oldest = index - self.bucket_count + 1
         for stale in [key for key in self.buckets if key < oldest]:
@@ -332,7 +335,7 @@ class WindowedStats:
             mine = self.buckets.get(index)
             if mine is None:
                 mine = self.buckets[index] = Aggregate(self.relative_accuracy)
-            elif mine.shared:
+            elif mine.shared or mine.sketch.frozen:
                 mine = self.buckets[index] = mine.copy()
             mine.merge(aggregate)
         self._closed = None

@@ -87,3 +87,23 @@ def test_bucket_count_stays_bounded_over_a_huge_range() -> None:
         sketch.add(float(10**exponent))
     # log_gamma(1e10) with gamma = 1.01/0.99: about 1,150 buckets whatever the number of values.
     assert len(sketch) < 1200
+
+
+def test_a_frozen_sketch_reads_the_same_and_copies_to_a_writable_one() -> None:
+    sketch = LatencySketch()
+    for value in (0.0, 0.5, 3.0, 3.01, 250.0, 9000.0):
+        sketch.add(value)
+    before = (sketch.quantiles((0.1, 0.5, 0.99)), dict(sketch.bins))
+    sketch.freeze()
+    assert sketch.frozen
+    assert (sketch.quantiles((0.1, 0.5, 0.99)), dict(sketch.bins.items())) == before
+    assert sketch.bins[next(iter(before[1]))] == next(iter(before[1].values()))
+    with pytest.raises(TypeError):
+        sketch.bins[1] = 5  # read-only: writers must copy first
+    writable = sketch.copy()
+    writable.add(42.0)
+    assert not writable.frozen and writable.count == sketch.count + 1
+    union = LatencySketch()
+    union.merge(sketch)
+    union.subtract(sketch)
+    assert union.count == 0 and union.bins == {}
