@@ -80,10 +80,8 @@ class GraphSnapshot:
     def to_networkx(self) -> nx.DiGraph:
         """A read-only DiGraph whose node and edge attribute `snapshot` holds the Node/EdgeSnapshot."""
         graph = nx.DiGraph()
-        for node in self.nodes:
-            graph.add_node(node.name, kind=node.kind, snapshot=node)
-        for edge in self.edges:
-            graph.add_edge(edge.source, edge.target, snapshot=edge)
+        graph.add_nodes_from((node.name, {"kind": node.kind, "snapshot": node}) for node in self.nodes)
+        graph.add_edges_from((edge.source, edge.target, {"snapshot": edge}) for edge in self.edges)
         return nx.freeze(graph)
 
 

@@ -9,9 +9,9 @@ summary merges the buckets that fall inside it. Buckets are keyed by absolute bu
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
-from telemetry.sketch import DEFAULT_RELATIVE_ACCURACY, LatencySketch
+from telemetry.sketch import DEFAULT_RELATIVE_ACCURACY, LatencySketch, quantiles_of
 
 SUMMARY_QUANTILES = (0.5, 0.95, 0.99)
 
@@ -42,6 +42,9 @@ class Aggregate:
     def merge(self, other: Aggregate) -> None:
         self.errors += other.errors
         self.sketch.merge(other.sketch)
+
+    def quantiles(self, qs: Iterable[float]) -> list[float]:
+        return self.sketch.quantiles(qs)
 
     def subtract(self, other: Aggregate) -> None:
         """Remove `other`, which must have been merged into this one before."""
@@ -77,6 +80,12 @@ class UnionAggregate:
         self.count = count
         self.latency_ms_sum = latency_ms_sum
         self._sketch: LatencySketch | None = None
+
+    def quantiles(self, qs: Iterable[float]) -> list[float]:
+        """Quantiles of the union, from the parts' buckets directly (no merged sketch is built)."""
+        if self._sketch is not None:
+            return self._sketch.quantiles(qs)
+        return quantiles_of([part.sketch for part in self.parts], qs)
 
     @property
     def sketch(self) -> LatencySketch:
@@ -155,7 +164,7 @@ class WindowSummary:
     def _percentiles(self) -> tuple[float, float, float]:
         quantiles = self._quantiles
         if quantiles is None:
-            quantiles = self._quantiles = tuple(self._aggregate.sketch.quantiles(SUMMARY_QUANTILES))
+            quantiles = self._quantiles = tuple(self._aggregate.quantiles(SUMMARY_QUANTILES))
         return quantiles
 
     @property
@@ -277,6 +286,8 @@ class WindowedStats:
             leaving = self.buckets.pop(stale)
             if closed is not None:
                 closed.subtract(leaving)
+        if closed is not None:
+            closed.sketch.freeze()  # read-only from here on; sorted arrays make union quantiles cheap
         self._closed = closed
 
     def closed_sum(self) -> Aggregate:
@@ -285,6 +296,7 @@ class WindowedStats:
             for index, aggregate in self.buckets.items():
                 if index < self._newest:
                     closed.merge(aggregate)
+            closed.sketch.freeze()
             self._closed = closed
         return self._closed
 

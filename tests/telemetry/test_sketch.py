@@ -107,3 +107,27 @@ def test_a_frozen_sketch_reads_the_same_and_copies_to_a_writable_one() -> None:
     union.merge(sketch)
     union.subtract(sketch)
     assert union.count == 0 and union.bins == {}
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.lists(st.floats(min_value=0.0, max_value=1e5, allow_nan=False), max_size=80),
+        min_size=1,
+        max_size=4,
+    ),
+    st.lists(st.floats(min_value=0.0, max_value=1.0), min_size=1, max_size=4),
+)
+def test_quantiles_of_a_union_equal_those_of_the_merged_sketch(
+    parts: list[list[float]], qs: list[float]
+) -> None:
+    from telemetry.sketch import quantiles_of
+
+    sketches, merged = [], LatencySketch()
+    for values in parts:
+        sketch = LatencySketch()
+        for value in values:
+            sketch.add(value)
+        merged.merge(sketch)
+        sketches.append(sketch)
+    assert quantiles_of(sketches, qs) == merged.quantiles(qs)
