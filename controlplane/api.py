@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import hmac
 import math
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 import grpc
@@ -92,13 +93,45 @@ def graph_pb(snapshot: GraphSnapshot) -> pb.GetGraphResponse:
     )
 
 
+@lru_cache(maxsize=1024)
+def _taxonomy_bytes(taxonomy: Taxonomy) -> bytes:
+    return pb.TaxonomyInfo(**taxonomy.as_dict()).SerializeToString()
+
+
 def taxonomy_pb(taxonomy: Taxonomy) -> pb.TaxonomyInfo:
-    return pb.TaxonomyInfo(**taxonomy.as_dict())
+    # Cached as bytes (messages are mutable): decision pages repeat the same few taxonomies.
+    return pb.TaxonomyInfo.FromString(_taxonomy_bytes(taxonomy))
+
+
+def _set_value(target: struct_pb2.Value, value: object) -> None:
+    """Fill a protobuf Value from plain JSON-like data (what Struct.update does, without its overhead)."""
+    if isinstance(value, bool):
+        target.bool_value = value
+    elif isinstance(value, int | float):
+        target.number_value = value
+    elif isinstance(value, str):
+        target.string_value = value
+    elif value is None:
+        target.null_value = struct_pb2.NULL_VALUE
+    elif isinstance(value, dict):
+        fields = target.struct_value.fields
+        target.struct_value.SetInParent()
+        for key, item in value.items():
+            _set_value(fields[str(key)], item)
+    elif isinstance(value, list | tuple):
+        values = target.list_value.values
+        target.list_value.SetInParent()
+        for item in value:
+            _set_value(values.add(), item)
+    else:
+        target.string_value = str(value)
 
 
 def decision_pb(decision: Decision) -> pb.DecisionInfo:
     action = struct_pb2.Struct()
-    action.update(decision.action.to_dict())
+    fields = action.fields
+    for key, value in decision.action.to_dict().items():
+        _set_value(fields[key], value)
     return pb.DecisionInfo(
         id=decision.id,
         tick=decision.tick,

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import lru_cache
 
 
 class ControlLocus(StrEnum):
@@ -168,4 +169,15 @@ class Taxonomy:
 
     @classmethod
     def from_dict(cls, values: dict) -> Taxonomy:
-        return cls.of(**values)
+        """The inverse of `as_dict`; a few controllers sign millions of stored decisions, so it is cached."""
+        key = tuple(
+            sorted(
+                (name, tuple(value) if isinstance(value, list) else value) for name, value in values.items()
+            )
+        )
+        return _taxonomy_from_items(key)
+
+
+@lru_cache(maxsize=4096)
+def _taxonomy_from_items(items: tuple[tuple[str, object], ...]) -> Taxonomy:
+    return Taxonomy.of(**dict(items))  # type: ignore[arg-type]
