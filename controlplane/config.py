@@ -37,6 +37,8 @@ class ServerConfig:
     decision_retention_count: int = 10_000_000
     # How often the control loop ticks; each controller still runs on its own period.
     tick_seconds: float = 1.0
+    # Consecutive faults (raise, overrun, bad return) after which a controller is quarantined.
+    quarantine_after: int = 3
     # Bearer token for mutating API calls; empty means none is asked. The environment variable
     # CONTROLPLANE_API_TOKEN overrides it, so the secret need not sit in a file.
     api_token: str = ""

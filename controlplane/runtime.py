@@ -60,6 +60,7 @@ class ControlLoop:
         metrics: ControlPlaneMetrics | None = None,
         clock: Callable[[], float] = time.time,
         origins: Mapping[str, str] | None = None,
+        quarantine_after: int = 3,
     ) -> None:
         self.model = model
         self.actuator = actuator
@@ -72,7 +73,7 @@ class ControlLoop:
         self.controllers: dict[str, ManagedController] = {}
         for configured in controllers:
             name = configured.cls.name
-            runner = ControllerRunner(configured.instance, mode=configured.mode)
+            runner = configured.runner(quarantine_after=quarantine_after)
             self.controllers[name] = ManagedController(configured, runner, (origins or {}).get(name, "code"))
         self.tick_count = 0
         self.decided = asyncio.Condition()

@@ -40,6 +40,8 @@ from telemetry.otlp_http import trace_receiver_app
 from telemetry.otlp_status import TRACE_SERVICE
 
 log = logging.getLogger(__name__)
+# How often old decisions are deleted (age and count limits from the config).
+RETENTION_SECONDS = 3600.0
 
 API_SERVICE = controlplane_pb2.DESCRIPTOR.services_by_name["ControlPlane"].full_name
 assert trace_service_pb2.DESCRIPTOR.services_by_name["TraceService"].full_name == TRACE_SERVICE
@@ -112,9 +114,11 @@ class ControlPlaneServer:
             tick_seconds=server.tick_seconds,
             metrics=self.metrics,
             origins={item.cls.name: registry.origin(item.cls.name) for item in controllers},
+            quarantine_after=server.quarantine_after,
         )
         self.api_token = os.environ.get("CONTROLPLANE_API_TOKEN", server.api_token)
         self.ports: BoundPorts | None = None
+        self._retention_task: asyncio.Task | None = None
 
     async def start(self) -> BoundPorts:
         tune_interpreter()
@@ -144,6 +148,7 @@ class ControlPlaneServer:
                 grpc_ports[address] = self._grpc.add_secure_port(address, credentials)
         self.ingestor.start()
         self._retention()
+        self._retention_task = asyncio.create_task(self._retention_every(RETENTION_SECONDS))
         self.loop.start()
         await self._grpc.start()
         host, port = split_address(server.otlp_http)
@@ -188,7 +193,17 @@ class ControlPlaneServer:
             time.time(),
         )
 
+    async def _retention_every(self, seconds: float) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            try:
+                await asyncio.to_thread(self._retention)
+            except Exception:  # a failed clean-up is retried next time; serving goes on
+                log.exception("decision retention failed")
+
     async def stop(self, grace_seconds: float = 1.0) -> None:
+        if self._retention_task is not None:
+            self._retention_task.cancel()
         await self.loop.stop()
         await self.health.enter_graceful_shutdown()
         if self._http is not None:
