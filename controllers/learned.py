@@ -111,6 +111,11 @@ class LearnedAutoscaler(Controller):
         self._services: dict[str, _ServiceModel] = {}
 
     @property
+    def ready_to_apply(self) -> bool:
+        """Its proposals stay in shadow (even once promoted) until the live error is below the threshold."""
+        return self.ready
+
+    @property
     def ready(self) -> bool:
         """True when the pooled rolling live MAPE over enough predictions is below the threshold."""
         mape, count = self._pooled_error()

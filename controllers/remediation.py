@@ -261,10 +261,19 @@ class DetectLocalizeAct(Controller):
     # Acting
 
     def _track_versions(self, view: TelemetryView) -> None:
-        for service, inventory in view.inventory.services.items():
+        # The `service.version` resource attribute of the service's own spans says which version is really
+        # serving; the inventory's version is the fallback for services that do not set it.
+        versions = {
+            service: known.version for service, known in view.inventory.services.items() if known.version
+        }
+        for service in view.services:
+            node = view.service(service)
+            if node is not None and node.version:
+                versions[service] = node.version
+        for service, version in versions.items():
             changes = self._versions.setdefault(service, [])
-            if inventory.version and (not changes or changes[-1][1] != inventory.version):
-                changes.append((view.tick, inventory.version))
+            if not changes or changes[-1][1] != version:
+                changes.append((view.tick, version))
 
     def _recent_rollback(self, service: str, tick: int) -> str | None:
         """The version to return to, if the service's version changed recently."""

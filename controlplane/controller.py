@@ -66,6 +66,15 @@ class Controller(ABC):
     async def decide(self, view: TelemetryView) -> list[Action]:
         """Read the view and return proposals (possibly none)."""
 
+    @property
+    def ready_to_apply(self) -> bool:
+        """Whether this controller's proposals may be applied now; False keeps them in shadow.
+
+        Safe learning control: a learning controller answers False until its live prediction error is
+        below its threshold, even after an operator promoted it.
+        """
+        return True
+
     @classmethod
     def build_parameters(cls, values: Mapping[str, Any]) -> Any:
         """The Parameters instance for configured `values`; unknown names and wrong types are errors."""

@@ -64,6 +64,9 @@ class Submitted:
     mode: Mode = Mode.ACTIVE
     # Set by the runtime once an operator has promoted a learning controller out of shadow mode.
     promoted: bool = False
+    # A controller's own word that its decisions may be applied (Controller.ready_to_apply), e.g. a
+    # learning controller whose live prediction error is still above its threshold says no.
+    ready: bool = True
 
     @classmethod
     def of(
@@ -159,6 +162,8 @@ class Coordinator:
                 shadow.append((entry, f"shadow mode: controller {submitted.controller} runs in shadow mode"))
             elif submitted.taxonomy.learning and not submitted.promoted:
                 shadow.append((entry, "shadow mode: learning controller not yet promoted by an operator"))
+            elif not submitted.ready:
+                shadow.append((entry, f"shadow mode: {submitted.controller} says it is not ready to act yet"))
             else:
                 active.append(entry)
 

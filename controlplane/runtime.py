@@ -106,6 +106,7 @@ class ControlLoop:
                         mode=managed.runner.mode,
                         action=action,
                         promoted=managed.promoted,
+                        ready=managed.configured.instance.ready_to_apply,
                     )
                 )
         plan = self.coordinator.plan(submitted, view, now, self.tick_count)

@@ -37,6 +37,8 @@ class TelemetryAggregates:
         self.edges: dict[tuple[str, str], WindowedStats] = {}
         # Every service that sent spans, and when it last did (a service may serve no entry spans).
         self.service_last_seen: dict[str, float] = {}
+        # The latest `service.version` resource attribute per service, and when it first appeared.
+        self.service_versions: dict[str, tuple[str, float]] = {}
         # External nodes (uninstrumented peers) and the system they run, if known.
         self.externals: dict[str, str] = {}
         self.external_last_seen: dict[str, float] = {}
@@ -84,8 +86,13 @@ class TelemetryAggregates:
     def empty_stats(self, now: float) -> WindowedStats:
         return WindowedStats(self.bucket_seconds, self.bucket_count, self.relative_accuracy, now)
 
-    def saw_service(self, service: str, now: float) -> None:
+    def saw_service(self, service: str, now: float, version: str = "") -> None:
         self.service_last_seen[service] = max(self.service_last_seen.get(service, now), now)
+        if version:
+            known = self.service_versions.get(service)
+            if known is None or known[0] != version:
+                # A new version (a rollout, or a rollback) is an event remediation correlates anomalies with.
+                self.service_versions[service] = (version, now)
 
     def record_calls(self, calls: Iterable[Call], bucket_index: int, now: float) -> None:
         """Add caller -> callee observations (from the linker) to the edge windows."""
@@ -120,6 +127,7 @@ class TelemetryAggregates:
         self._operation_counts = Counter(service for service, _ in self.operations)
         for key in [key for key, seen in self.service_last_seen.items() if seen < cutoff]:
             del self.service_last_seen[key]
+            self.service_versions.pop(key, None)
         for key in [key for key, seen in self.external_last_seen.items() if seen < cutoff]:
             del self.external_last_seen[key]
             self.externals.pop(key, None)
@@ -137,6 +145,10 @@ class TelemetryAggregates:
         self._operation_counts = Counter(service for service, _ in self.operations)
         for service, seen in other.service_last_seen.items():
             self.saw_service(service, seen)
+        for service, (version, since) in other.service_versions.items():
+            known = self.service_versions.get(service)
+            if known is None or since > known[1]:
+                self.service_versions[service] = (version, since)
         for name, system in other.externals.items():
             if system or name not in self.externals:
                 self.externals[name] = system

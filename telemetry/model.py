@@ -27,6 +27,7 @@ from telemetry.semconv import (
     KIND_PRODUCER,
     KIND_SERVER,
     SERVICE_NAME,
+    SERVICE_VERSION,
     STATUS_ERROR,
     STATUS_UNSET,
     UNKNOWN_SERVICE,
@@ -141,10 +142,13 @@ class TelemetryModel:
         accepted = 0
         for resource_index, resource_spans in enumerate(request.resource_spans):
             service = UNKNOWN_SERVICE
+            version = ""
             for kv in resource_spans.resource.attributes:
-                if kv.key == SERVICE_NAME:
+                key = kv.key
+                if key == SERVICE_NAME:
                     service = kv.value.string_value or UNKNOWN_SERVICE
-                    break
+                elif key == SERVICE_VERSION:
+                    version = kv.value.string_value
             spans_of_service = 0
             for scope_spans in resource_spans.scope_spans:
                 for span in scope_spans.spans:
@@ -218,7 +222,7 @@ class TelemetryModel:
                     )
                     spans_of_service += 1
             if spans_of_service:
-                aggregates.saw_service(service, now)
+                aggregates.saw_service(service, now, version)
                 accepted += spans_of_service
         result.accepted_spans = accepted
         self.spans_accepted += accepted

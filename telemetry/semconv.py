@@ -11,6 +11,7 @@ KIND_UNSPECIFIED, KIND_INTERNAL, KIND_SERVER, KIND_CLIENT, KIND_PRODUCER, KIND_C
 STATUS_UNSET, STATUS_OK, STATUS_ERROR = range(3)
 
 SERVICE_NAME = "service.name"
+SERVICE_VERSION = "service.version"
 UNKNOWN_SERVICE = "unknown_service"
 
 # Who an outgoing call goes to, most specific first (the order: logical service name, then

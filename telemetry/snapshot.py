@@ -40,6 +40,9 @@ class NodeSnapshot:
     errors_total: int
     last_seen: float
     operations: tuple[OperationSnapshot, ...] = ()
+    # The service's `service.version` resource attribute, and when that version first appeared.
+    version: str = ""
+    version_since: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +144,8 @@ def build_snapshot(
             errors_total=errors_total,
             last_seen=seen,
             operations=tuple(sorted(operations_by_service.get(service, ()), key=lambda op: op.operation)),
+            version=aggregates.service_versions.get(service, ("", 0.0))[0],
+            version_since=aggregates.service_versions.get(service, ("", 0.0))[1],
         )
     for name, system in aggregates.externals.items():
         if name in nodes:

@@ -76,6 +76,7 @@ def trained(ticks: int = 120, top_load: float = 0.92) -> tuple[LearnedAutoscaler
     for tick in range(ticks):
         run(controller, training_view(tick, rng, top_load))
         readiness.append(controller.ready)
+        assert controller.ready_to_apply == controller.ready  # what keeps its decisions in shadow until then
     return controller, readiness
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import networkx as nx
 import numpy as np
+import pytest
 
 from controllers.remediation import DetectLocalizeAct
 from controlplane import (
@@ -54,6 +55,8 @@ class App:
     placements: dict[str, str] = field(default_factory=dict)
     slowdown: dict[str, float] = field(default_factory=dict)
     errors: dict[str, float] = field(default_factory=dict)
+    # Where versions show: the inventory, or the `service.version` resource attribute of the spans.
+    versions_from_traces: bool = False
 
     def view(self, tick: int) -> TelemetryView:
         nodes, edges = [], []
@@ -62,13 +65,22 @@ class App:
             rate = self.rate[name] * self.rng.lognormal(0.0, 0.03)
             error_rate = self.errors.get(name, 0.001 * self.rng.uniform(0.5, 1.5))
             stats = summary(rate, p99, error_rate)
-            nodes.append(NodeSnapshot(name, "service", "", stats, stats.requests, stats.errors, float(tick)))
+            version = self.versions.get(name, "v1") if self.versions_from_traces else ""
+            nodes.append(
+                NodeSnapshot(
+                    name, "service", "", stats, stats.requests, stats.errors, float(tick), version=version
+                )
+            )
         for caller, callee in sorted(self.graph.edges):
             stats = summary(self.rate[callee], self.base[callee] * self.slowdown.get(callee, 1.0))
             edges.append(EdgeSnapshot(caller, callee, stats, stats.requests, stats.errors, float(tick)))
         snapshot = GraphSnapshot(float(tick), WINDOW, tuple(nodes), tuple(edges), 0, 0)
         services = {
-            name: ServiceInventory(name=name, replicas=2, version=self.versions.get(name, "v1"))
+            name: ServiceInventory(
+                name=name,
+                replicas=2,
+                version="" if self.versions_from_traces else self.versions.get(name, "v1"),
+            )
             for name in self.graph
         }
         node_names = sorted(set(self.placements.values()))
@@ -154,8 +166,10 @@ def test_restart_without_version_change() -> None:
     assert "rank_1" in action.evidence and "cause_z" in action.evidence
 
 
-def test_rollback_when_version_changed_with_the_anomaly() -> None:
+@pytest.mark.parametrize("from_traces", [False, True], ids=["inventory-version", "service.version-attribute"])
+def test_rollback_when_version_changed_with_the_anomaly(from_traces: bool) -> None:
     app = random_app(4)
+    app.versions_from_traces = from_traces
     controller = DetectLocalizeAct()
     warm_up(controller, app)
     app.versions["svc-05"] = "v2"

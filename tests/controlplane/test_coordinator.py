@@ -610,6 +610,17 @@ def test_learning_controller_is_shadowed_until_an_operator_promotes_it():
     assert [d.status for d in plan.decisions] == [APPLIED, APPLIED, SHADOW]
 
 
+def test_a_promoted_controller_that_is_not_ready_stays_in_shadow():
+    from dataclasses import replace
+
+    view = make_view({"api": 3})
+    not_ready = replace(sub("rl", scale("api", 5), taxonomy=LEARNING, promoted=True), ready=False)
+    plan = plan_of([not_ready], view)
+    assert plan.decisions[0].status is SHADOW
+    assert "not ready to act" in plan.decisions[0].why
+    assert plan.to_apply == ()
+
+
 def test_disabled_controllers_proposals_are_rejected():
     plan = plan_of([sub("off", scale("api", 5), mode=Mode.DISABLED)], make_view({"api": 3}))
     assert plan.decisions[0].status is REJECTED and "disabled" in plan.decisions[0].why

@@ -180,3 +180,37 @@ def test_the_incremental_full_window_equals_adding_up_its_buckets(steps) -> None
             assert window.sketch.bins == reference.bins
             assert window.sketch.zero_count == reference.zero_count
             assert window.latency_ms_sum == pytest.approx(reference.total, rel=1e-9, abs=1e-6)
+
+
+def test_service_version_from_resource_attributes_and_when_it_changed() -> None:
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    from telemetry import TelemetryModel
+
+    clock = {"now": 10.0}
+    model = TelemetryModel(clock=lambda: clock["now"])
+
+    def export(version: str) -> None:
+        request = ExportTraceServiceRequest()
+        resource = request.resource_spans.add()
+        resource.resource.attributes.add(key="service.version").value.string_value = version
+        resource.resource.attributes.add(key="service.name").value.string_value = "api"
+        resource.scope_spans.add().spans.add(
+            trace_id=b"\x01" * 16,
+            span_id=b"\x02" * 8,
+            name="GET /",
+            kind=2,
+            start_time_unix_nano=1,
+            end_time_unix_nano=5,
+        )
+        model.ingest(request)
+
+    export("1.4.0")
+    clock["now"] = 20.0
+    export("1.4.0")
+    node = model.snapshot().node("api")
+    assert (node.version, node.version_since) == ("1.4.0", 10.0)
+    clock["now"] = 30.0
+    export("1.5.0")
+    node = model.snapshot().node("api")
+    assert (node.version, node.version_since) == ("1.5.0", 30.0)
