@@ -1,6 +1,7 @@
 """Built-in controllers' proposals through the real coordinator: the guardrails each one relies on."""
 
 import asyncio
+from dataclasses import replace
 
 from controllers.hpa import HorizontalPodAutoscaler
 from controllers.learned import LearnedAutoscaler
@@ -9,6 +10,7 @@ from controlplane import (
     Inventory,
     Remediate,
     RemediationOperation,
+    Scale,
     ServiceInventory,
     TelemetryView,
 )
@@ -74,17 +76,14 @@ def test_remediation_restarts_are_held_by_the_disruptive_action_rate_limit() -> 
 
 def test_learned_controller_proposals_stay_in_shadow_until_promoted_and_ready() -> None:
     learned = LearnedAutoscaler()
-    from controlplane import Scale
-
+    assert not learned.ready_to_apply  # untrained: no live prediction error yet
     proposal = Scale(target="api", replicas=5, reason="model")
     view = _view(replicas=3, concurrency=3.0)
     coordinator = Coordinator(Guardrails(GuardrailConfig()))
-    for promoted, ready in ((False, False), (True, False)):
-        submitted = Submitted.of(learned, proposal, promoted=promoted)
-        if not ready:
-            from dataclasses import replace
-
-            submitted = replace(submitted, ready=learned.ready_to_apply)
+    for promoted in (False, True):
+        submitted = replace(Submitted.of(learned, proposal, promoted=promoted), ready=learned.ready_to_apply)
         (decision,) = coordinator.plan([submitted], view, view.now, view.tick).decisions
-        assert decision.status is DecisionStatus.SHADOW, (promoted, ready)
-    assert not learned.ready_to_apply  # untrained: its live error is unknown
+        assert decision.status is DecisionStatus.SHADOW, promoted
+    ready = replace(Submitted.of(learned, proposal, promoted=True), ready=True)
+    (decision,) = coordinator.plan([ready], view, view.now, view.tick).decisions
+    assert decision.status is DecisionStatus.APPLIED
