@@ -1,4 +1,4 @@
-"""`controlplane demo`: serve, drive the bundled trace generator at the OTLP/gRPC port, show the live graph.
+"""`controlplane demo`: serve, drive generated traces at it, let built-in controllers decide, show it all.
 
 Everything goes through the real path: generated requests are serialized and sent over gRPC on loopback
 to the receiver, and the tables are drawn from the gRPC API's answers, as `controlplane graph` would.
@@ -11,21 +11,34 @@ import os
 import tempfile
 import threading
 import time
+from dataclasses import replace
 
 import grpc
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
+from controlplane.actuator import InMemoryActuator
 from controlplane.config import Config
-from controlplane.render import make_console, print_graph, print_stats
+from controlplane.guardrails import GuardrailConfig
+from controlplane.render import decision_line, make_console, print_graph, print_stats
 from controlplane.server import ControlPlaneServer
 from controlplane.tracegen import TraceGenerator, layered_topology
+from controlplane.view import Inventory, ServiceInventory
 from protos.controlplane.v1 import controlplane_pb2 as pb
 from protos.controlplane.v1 import controlplane_pb2_grpc as pb_grpc
 from telemetry.otlp_status import EXPORT_METHOD
 
 TICK_SECONDS = 0.5
+# The built-in controllers the demo runs against its in-memory substrate: autoscalers act, the learning and
+# hybrid ones stay in shadow (as they would until an operator promotes them).
+DEMO_CONTROLLERS = {
+    "hpa": {"mode": "active", "period_seconds": 2.0},
+    "queueing": {"mode": "shadow", "period_seconds": 2.0},
+    "routing": {"mode": "active", "period_seconds": 2.0},
+    "isolation": {"mode": "active", "period_seconds": 2.0},
+    "remediation": {"mode": "shadow", "period_seconds": 2.0},
+}
 
 
 def send_generated_traffic(
@@ -66,10 +79,18 @@ def _summary_table(graph: pb.GetGraphResponse, elapsed: float, seconds: float) -
 
 async def _run(seconds: float, traces_per_second: float, seed: int, console: Console) -> None:
     store = os.path.join(tempfile.mkdtemp(prefix="controlplane-demo-"), "decisions.db")
-    config = Config().with_server(
+    config = replace(Config(controllers=DEMO_CONTROLLERS), guardrails=GuardrailConfig(cooldown_seconds=5.0))
+    config = config.with_server(
         otlp_grpc="127.0.0.1:0", otlp_http="127.0.0.1:0", api="127.0.0.1:0", decision_store=store
     )
-    server = ControlPlaneServer(config)
+    topology = layered_topology(seed=seed)
+    inventory = Inventory(
+        services={
+            name: ServiceInventory(name, replicas=2, ready_replicas=2, cpu_request=0.5)
+            for name in topology.calls
+        }
+    )
+    server = ControlPlaneServer(config, actuator=InMemoryActuator(inventory))
     ports = await server.start()
     target = f"127.0.0.1:{ports.api}"
     console.print(
@@ -94,11 +115,29 @@ async def _run(seconds: float, traces_per_second: float, seed: int, console: Con
         stats = await stub.GetServiceStats(pb.GetServiceStatsRequest(include_operations=False))
         print_graph(graph, console)
         print_stats(stats, console)
+        decisions = await stub.ListDecisions(pb.ListDecisionsRequest(page_size=1000))
+        _print_decisions(decisions, console)
         console.print(f"sent {sent:,} spans in {time.monotonic() - started:.1f} s")
     finally:
         stop.set()
         await channel.close()
         await server.stop()
+
+
+def _print_decisions(response: pb.ListDecisionsResponse, console: Console) -> None:
+    """Decisions per controller and status, then the latest few, as `controlplane decisions` shows them."""
+    counts: dict[tuple[str, str], int] = {}
+    for info in response.decisions:
+        status = pb.DecisionStatus.Name(info.status).removeprefix("DECISION_STATUS_").lower()
+        counts[info.controller, status] = counts.get((info.controller, status), 0) + 1
+    table = Table(title=f"Decisions ({len(response.decisions)})")
+    for column in ("controller", "status", "count"):
+        table.add_column(column)
+    for (controller, status), count in sorted(counts.items()):
+        table.add_row(controller, status, str(count))
+    console.print(table)
+    for info in list(response.decisions)[:8]:
+        console.print(decision_line(info))
 
 
 def run_demo(seconds: float = 20.0, traces_per_second: float = 100.0, seed: int = 1) -> int:

@@ -208,7 +208,11 @@ def decision_line(info: pb.DecisionInfo) -> str:
         for key, value in json_format.MessageToDict(info.action).items()
         if key not in ("action", "target", "reason", "evidence")
     }
-    described = "".join(f", {key}={value}" for key, value in settings.items())
+    # Struct numbers are doubles: show whole ones (replicas, limits) as integers.
+    described = "".join(
+        f", {key}={int(value) if isinstance(value, float) and value.is_integer() else value}"
+        for key, value in settings.items()
+    )
     action = f"{info.action_kind}({info.target}{described})"
     reason_value = info.action.fields.get("reason")
     reason = reason_value.string_value if reason_value is not None else ""
