@@ -1,3 +1,5 @@
+"""The latency sketch against numpy, merging, freezing, and quantiles of unions."""
+
 import numpy as np
 import pytest
 from hypothesis import given, settings

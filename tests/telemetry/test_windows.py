@@ -1,3 +1,5 @@
+"""Sliding windows: counts, rates, Little's law, incremental sums, merging, retention and versions."""
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
