@@ -1,4 +1,4 @@
-"""Critical paths of sampled traces: the path rule, the slowest-per-entry sampler, and sampling in the model."""
+"""Critical paths of sampled traces: the path rule, the slowest-per-entry sampler, sampling in the model."""
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
