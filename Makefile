@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PROTO_SRC := $(wildcard protos/controlplane/v1/*.proto)
 
-.PHONY: setup test lint demo bench protos clean
+.PHONY: setup test lint demo bench protos clean system-deps
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,7 +18,11 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-test: lint
+# The TLS tests make a throw-away certificate with the openssl command line tool.
+system-deps:
+	@command -v openssl >/dev/null || { apt-get update -q && apt-get install -y -q openssl; }
+
+test: lint system-deps
 	$(PY) -m pytest -q
 
 demo: $(STAMP)
