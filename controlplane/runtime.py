@@ -85,7 +85,10 @@ class ControlLoop:
         now = self.clock()
         self.tick_count += 1
         inventory = await self.actuator.inventory()
-        view = TelemetryView(self.tick_count, now, self.model.snapshot(now=now), inventory)
+        # Complete buckets only: whole intervals, shared summaries, at most one bucket old.
+        view = TelemetryView(
+            self.tick_count, now, self.model.snapshot(now=now, complete_buckets=True), inventory
+        )
         due = [
             managed
             for managed in self.controllers.values()

@@ -251,10 +251,22 @@ class TelemetryModel:
             self.linker.take_calls(), math.floor(now / self.config.bucket_seconds), now
         )
 
-    def snapshot(self, window_seconds: float | None = None, now: float | None = None) -> GraphSnapshot:
-        """An immutable picture of the graph and its window statistics."""
+    def snapshot(
+        self, window_seconds: float | None = None, now: float | None = None, complete_buckets: bool = False
+    ) -> GraphSnapshot:
+        """An immutable picture of the graph and its window statistics.
+
+        `complete_buckets` reads the configured window over complete buckets only (the control loop's
+        view; see `WindowedStats.complete_summary`); otherwise the bucket still filling counts too.
+        """
         now = self.clock() if now is None else now
         window = window_seconds or self.config.window_seconds
         return build_snapshot(
-            self.aggregates, now, window, self.spans_accepted, self.spans_rejected, self.traces.slowest()
+            self.aggregates,
+            now,
+            window,
+            self.spans_accepted,
+            self.spans_rejected,
+            self.traces.slowest(),
+            complete_buckets=complete_buckets and window == self.config.window_seconds,
         )

@@ -14,7 +14,7 @@ import networkx as nx
 
 from telemetry.aggregates import TelemetryAggregates
 from telemetry.critical_path import CriticalPath
-from telemetry.windows import Aggregate, UnionAggregate, WindowSummary
+from telemetry.windows import Aggregate, UnionAggregate, WindowedStats, WindowSummary
 
 SERVICE = "service"
 EXTERNAL = "external"
@@ -95,76 +95,74 @@ def build_snapshot(
     spans_accepted: int,
     spans_rejected: int,
     critical_paths: Mapping[tuple[str, str], tuple[CriticalPath, ...]] | None = None,
+    complete_buckets: bool = False,
 ) -> GraphSnapshot:
     """Summarise every node and edge over the last `window_seconds`.
 
     A service's window is the merge of its operations' windows, an external node's the merge of the
-    windows of the calls into it.
+    windows of the calls into it. With `complete_buckets` (what the control loop uses) every series is read
+    over the complete buckets of its whole ring, leaving out the one still filling (see
+    `WindowedStats.complete_summary`); otherwise the current bucket counts too, as far as it has filled.
     """
+
+    def series(stats: WindowedStats) -> tuple[WindowSummary, Part]:
+        if complete_buckets:
+            summary = stats.complete_summary(now)
+        else:
+            summary = WindowSummary.of(*stats.window(now, window_seconds))
+        return summary, (summary, stats.requests_total, stats.errors_total)
+
     operations_by_service: dict[str, list[OperationSnapshot]] = {}
     service_parts: dict[str, list[Part]] = {}
     for (service, operation), stats in aggregates.operations.items():
-        window, covered = stats.window(now, window_seconds)
+        summary, part = series(stats)
         operations_by_service.setdefault(service, []).append(
-            OperationSnapshot(
-                operation, WindowSummary.of(window, covered), stats.requests_total, stats.errors_total
-            )
+            OperationSnapshot(operation, summary, stats.requests_total, stats.errors_total)
         )
-        service_parts.setdefault(service, []).append(
-            (window, covered, stats.requests_total, stats.errors_total)
-        )
+        service_parts.setdefault(service, []).append(part)
     edges = []
     external_parts: dict[str, list[Part]] = {}
     for (source, target), stats in aggregates.edges.items():
-        window, covered = stats.window(now, window_seconds)
+        summary, part = series(stats)
         edges.append(
-            EdgeSnapshot(
-                source,
-                target,
-                WindowSummary.of(window, covered),
-                stats.requests_total,
-                stats.errors_total,
-                stats.last_seen,
-            )
+            EdgeSnapshot(source, target, summary, stats.requests_total, stats.errors_total, stats.last_seen)
         )
         if target in aggregates.externals:
-            external_parts.setdefault(target, []).append(
-                (window, covered, stats.requests_total, stats.errors_total)
-            )
-    empty = (Aggregate(aggregates.relative_accuracy), window_seconds, 0, 0)
+            external_parts.setdefault(target, []).append(part)
+    empty = (WindowSummary.of(Aggregate(aggregates.relative_accuracy), window_seconds), 0, 0)
     nodes: dict[str, NodeSnapshot] = {}
     for service, seen in aggregates.service_last_seen.items():
-        window, covered, requests_total, errors_total = _combine(service_parts.get(service), empty)
+        summary, requests_total, errors_total = _combine(service_parts.get(service), empty)
+        version, version_since = aggregates.service_versions.get(service, ("", 0.0))
         nodes[service] = NodeSnapshot(
             name=service,
             kind=SERVICE,
             system="",
-            stats=WindowSummary.of(window, covered),
+            stats=summary,
             requests_total=requests_total,
             errors_total=errors_total,
             last_seen=seen,
             operations=tuple(sorted(operations_by_service.get(service, ()), key=lambda op: op.operation)),
-            version=aggregates.service_versions.get(service, ("", 0.0))[0],
-            version_since=aggregates.service_versions.get(service, ("", 0.0))[1],
+            version=version,
+            version_since=version_since,
         )
     for name, system in aggregates.externals.items():
         if name in nodes:
             continue  # an instrumented service that some callers also reach unanswered stays a service
-        window, covered, requests_total, errors_total = _combine(external_parts.get(name), empty)
+        summary, requests_total, errors_total = _combine(external_parts.get(name), empty)
         nodes[name] = NodeSnapshot(
             name=name,
             kind=EXTERNAL,
             system=system,
-            stats=WindowSummary.of(window, covered),
+            stats=summary,
             requests_total=requests_total,
             errors_total=errors_total,
             last_seen=aggregates.external_last_seen.get(name, 0.0),
         )
-    empty_summary = WindowSummary.of(*empty[:2])
     for edge in edges:  # an edge may outlive its node's retention by a moment; keep the graph closed
         for name in (edge.source, edge.target):
             if name not in nodes:
-                nodes[name] = NodeSnapshot(name, SERVICE, "", empty_summary, 0, 0, edge.last_seen)
+                nodes[name] = NodeSnapshot(name, SERVICE, "", empty[0], 0, 0, edge.last_seen)
     return GraphSnapshot(
         taken_at=now,
         window_seconds=window_seconds,
@@ -176,18 +174,19 @@ def build_snapshot(
     )
 
 
-Part = tuple[Aggregate | UnionAggregate, float, int, int]
+# One series' part of a node: its summary and lifetime totals.
+Part = tuple[WindowSummary, int, int]
 
 
 def _combine(parts: list[Part] | None, empty: Part) -> Part:
-    """One node's window from its parts' windows (operations of a service, calls into an external node)."""
+    """One node's summary from its parts (operations of a service, calls into an external node)."""
     if not parts:
         return empty
     if len(parts) == 1:
-        return parts[0]  # shared with the part's own summary: both only read it
+        return parts[0]  # the same summary object serves the part and the node
+    union = UnionAggregate([part[0]._aggregate for part in parts])
     return (
-        UnionAggregate([part[0] for part in parts]),
-        max(part[1] for part in parts),
+        WindowSummary.of(union, max(part[0].window_seconds for part in parts)),
+        sum(part[1] for part in parts),
         sum(part[2] for part in parts),
-        sum(part[3] for part in parts),
     )

@@ -251,6 +251,7 @@ class WindowedStats:
         "relative_accuracy",
         "_closed",
         "_newest",
+        "_summary_cache",
     )
 
     def __init__(
@@ -266,6 +267,7 @@ class WindowedStats:
         self.last_seen = now
         self._closed: Aggregate | None = Aggregate(relative_accuracy)  # None: rebuild from the buckets
         self._newest = -(2**62)
+        self._summary_cache: tuple[Aggregate, float, WindowSummary] | None = None
 
     def bucket(self, index: int) -> Aggregate:
         """The aggregate of bucket `index`, created on demand; opening a newer bucket advances the ring."""
@@ -347,6 +349,33 @@ class WindowedStats:
         # While warming up, a rate over the full window would understate: divide by what was observed,
         # but by at least one bucket so that a single early request does not read as a huge rate.
         return merged, max(now - start, width)
+
+    def complete_summary(self, now: float) -> WindowSummary:
+        """The summary of the ring's complete buckets, leaving out the one still filling.
+
+        What the control loop reads: whole intervals only (no partial-bucket noise), at most one bucket
+        old, and cheap: the closed sum is ready-made (see _advance) and its summary is kept until the next
+        bucket opens, so every controller of a tick, and every tick within one bucket, shares it.
+        """
+        width = self.bucket_seconds
+        current = math.floor(now / width)
+        if current > self._newest:
+            self._advance(current)
+        if current < self._newest:  # `now` before the newest data (a clock that went back): add up
+            merged = Aggregate(self.relative_accuracy)
+            for index, aggregate in self.buckets.items():
+                if current - self.bucket_count < index < current:
+                    merged.merge(aggregate)
+            return WindowSummary.of(merged, max(width, (self.bucket_count - 1) * width))
+        closed = self.closed_sum()
+        start = max((current - self.bucket_count + 1) * width, self.first_seen)
+        covered = max(current * width - start, width)
+        cached = self._summary_cache
+        if cached is not None and cached[0] is closed and cached[1] == covered:
+            return cached[2]
+        summary = WindowSummary.of(closed, covered)
+        self._summary_cache = (closed, covered, summary)
+        return summary
 
     def summary(self, now: float, window_seconds: float) -> WindowSummary:
         return WindowSummary.of(*self.window(now, window_seconds))

@@ -216,3 +216,35 @@ def test_service_version_from_resource_attributes_and_when_it_changed() -> None:
     export("1.5.0")
     node = model.snapshot().node("api")
     assert (node.version, node.version_since) == ("1.5.0", 30.0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.floats(min_value=0.0, max_value=3.0), st.floats(min_value=0.0, max_value=900.0), st.booleans()
+        ),
+        min_size=1,
+        max_size=80,
+    ),
+    st.floats(min_value=0.0, max_value=3.0),
+)
+def test_complete_summary_counts_exactly_the_complete_buckets(steps, look_after: float) -> None:
+    import math
+
+    stats = WindowedStats(bucket_seconds=1.0, bucket_count=10, relative_accuracy=0.01, now=0.0)
+    now, history = 0.0, []
+    for step, latency, error in steps:
+        now += step
+        stats.record(now, latency, error)
+        history.append((now, latency, error))
+    now += look_after
+    current = math.floor(now)
+    inside = [(latency, error) for at, latency, error in history if current - 10 < math.floor(at) < current]
+    summary = stats.complete_summary(now)
+    assert summary.requests == len(inside)
+    assert summary.errors == sum(error for _, error in inside)
+    assert summary is stats.complete_summary(now)  # kept until the next bucket opens
+    if inside:
+        exact = sorted(latency for latency, _ in inside)[math.floor(0.95 * (len(inside) - 1))]
+        assert abs(summary.p95_ms - exact) <= 0.01 * exact + 1e-6
