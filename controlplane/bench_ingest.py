@@ -30,6 +30,7 @@ from rich.console import Console
 from rich.progress import MofNCompleteColumn, Progress, TimeElapsedColumn
 from rich.table import Column, Table
 
+from controlplane.percentiles import percentile
 from controlplane.tracegen import TraceGenerator, layered_topology, marker_of, with_fresh_traces
 from protos.controlplane.v1 import controlplane_pb2 as pb
 from protos.controlplane.v1 import controlplane_pb2_grpc as pb_grpc
@@ -144,11 +145,6 @@ def _proc_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
-def _percentile(values: list[float], share: float) -> float | None:
-    ordered = sorted(values)
-    return round(ordered[round(share * (len(ordered) - 1))], 2) if ordered else None
-
-
 def _label(spans: int) -> str:
     for unit, size in (("m", 1_000_000), ("k", 1_000)):
         if spans >= size and spans % size == 0:
@@ -245,8 +241,8 @@ def _drive(config: IngestBenchConfig, stub: Any, processes: list[BaseProcess], g
     return {
         "spans_per_second": round(sustained),
         "spans_per_second_overall": round(total / seconds),
-        "export_p50_ms": _percentile(latencies, 0.50),
-        "export_p99_ms": _percentile(latencies, 0.99),
+        "export_p50_ms": round(percentile(latencies, 0.50), 2) if latencies else None,
+        "export_p99_ms": round(percentile(latencies, 0.99), 2) if latencies else None,
         f"rss_mb_{_label(checkpoints[0])}": early,
         f"rss_mb_{_label(checkpoints[1])}": late,
         "rss_growth_pct": None if growth is None else round(growth, 1),

@@ -51,6 +51,7 @@ from controlplane.bench_store import measure_store
 from controlplane.config import Config
 from controlplane.controllers_config import load_controllers
 from controlplane.guardrails import GuardrailConfig
+from controlplane.percentiles import percentile
 from controlplane.runtime import ControlLoop
 from controlplane.server import ControlPlaneServer, tune_interpreter
 from controlplane.store import DecisionStore
@@ -64,11 +65,6 @@ MS = 1_000_000
 RULE = Taxonomy.of(
     "centralized", "rule", dynamics=["workload"], telemetry=["traces"], actions=["autoscaling"]
 )
-
-
-def _percentile(samples: list[float], share: float) -> float:
-    ordered = sorted(samples)
-    return ordered[max(0, round(share * (len(ordered) - 1)))]
 
 
 # Ten controllers of different kinds; each reads what its kind would and proposes for what it finds.
@@ -336,20 +332,20 @@ def measure(config: LoopBenchConfig) -> dict[str, Any]:
         listed = asyncio.run(_list_over_grpc(store_path, 1000, 1000, config.seed))
     finally:
         shutil.rmtree(directory, ignore_errors=True)
-    tick_p99 = _percentile(ticks, 0.99)
-    list_p99 = _percentile(listed, 0.99)
+    tick_p99 = percentile(ticks, 0.99)
+    list_p99 = percentile(listed, 0.99)
     return {
         "services": config.services,
         "edges": config.edges,
         "controllers": len(CONTROLLERS),
         "ticks": len(ticks),
         "decisions_per_tick": round(decided / len(ticks), 1),
-        "tick_p50_ms": round(_percentile(ticks, 0.5), 2),
+        "tick_p50_ms": round(percentile(ticks, 0.5), 2),
         "tick_p99_ms": round(tick_p99, 2),
         "tick_target_ms": TICK_TARGET_MS,
         "decisions_stored": store["decisions"],
         "inserts_per_second": store["inserts_per_second"],
-        "list_decisions_p50_ms": round(_percentile(listed, 0.5), 2),
+        "list_decisions_p50_ms": round(percentile(listed, 0.5), 2),
         "list_decisions_p99_ms": round(list_p99, 2),
         "list_target_ms": LIST_TARGET_MS,
         "store_list_p99_ms": store["store_list_p99_ms"],

@@ -11,7 +11,6 @@ store's docstring describes.
 
 from __future__ import annotations
 
-import math
 import os
 import random
 import time
@@ -20,6 +19,7 @@ from typing import Any
 
 from controlplane.actions import Action, Place, Route, Scale
 from controlplane.decisions import Decision, DecisionStatus
+from controlplane.percentiles import percentile
 from controlplane.store import DecisionStore, Synchronous
 from controlplane.taxonomy import Taxonomy
 
@@ -39,11 +39,6 @@ STATUSES = (DecisionStatus.APPLIED,) * 6 + (
     DecisionStatus.SHADOW,
     DecisionStatus.SUPERSEDED,
 )
-
-
-def _percentile(samples: list[float], share: float) -> float:
-    ordered = sorted(samples)
-    return ordered[max(0, math.ceil(share * len(ordered)) - 1)]
 
 
 def _action(index: int, service: str) -> Action:
@@ -139,12 +134,12 @@ def measure_store(
         "append_seconds": round(append_seconds, 2),
         "insert_wall_seconds": round(wall, 2),
         "inserts_per_second": round(decisions / append_seconds),
-        "store_list_p50_ms": round(_percentile(list_ms, 0.50), 3),
-        "store_list_p99_ms": round(_percentile(list_ms, 0.99), 3),
+        "store_list_p50_ms": round(percentile(list_ms, 0.50), 3),
+        "store_list_p99_ms": round(percentile(list_ms, 0.99), 3),
         "store_list_max_ms": round(max(list_ms), 3),
         "store_list_mean_rows": round(returned / len(names), 1),
-        "store_get_p99_ms": round(_percentile(get_ms, 0.99), 3),
-        "store_list_status_page_p99_ms": round(_percentile(page_ms, 0.99), 3),
+        "store_get_p99_ms": round(percentile(get_ms, 0.99), 3),
+        "store_list_status_page_p99_ms": round(percentile(page_ms, 0.99), 3),
         "list_service_plan": plan,
         "file_mb": round(_file_size(path) / 1e6, 1) if path != ":memory:" else 0.0,
     }
@@ -169,7 +164,7 @@ def measure_commit_latency(directory: str, commits: int = 500, batch: int = 1000
                 batch_seconds.append(time.perf_counter() - began)
         key = mode.lower()
         results[f"set_outcome_{key}_mean_ms"] = round(sum(samples) / len(samples), 3)
-        results[f"set_outcome_{key}_p99_ms"] = round(_percentile(samples, 0.99), 3)
+        results[f"set_outcome_{key}_p99_ms"] = round(percentile(samples, 0.99), 3)
         results[f"set_outcome_{key}_per_second"] = round(len(samples) / (sum(samples) / 1000))
         results[f"append_{batch}_{key}_per_second"] = round(batch * len(batch_seconds) / sum(batch_seconds))
     return results
