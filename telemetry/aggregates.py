@@ -66,12 +66,7 @@ class TelemetryAggregates:
         """
         for (service, operation), values in latencies.items():
             stats = self._stats(self.operations, self._operation_key(service, operation), now)
-            bucket = stats.bucket(bucket_index)
-            failed = errors.get((service, operation), 0)
-            stats.requests_total += len(values)
-            stats.errors_total += failed
-            bucket.errors += failed
-            bucket.sketch.add_many(values)
+            stats.record_batch(bucket_index, values, errors.get((service, operation), 0))
 
     def _operation_key(self, service: str, operation: str) -> tuple[str, str]:
         key = (service, operation)
@@ -111,13 +106,7 @@ class TelemetryAggregates:
                     self.externals[callee] = system
                 self.external_last_seen[callee] = now
         for key, values in latencies.items():
-            stats = self._stats(self.edges, key, now)
-            failed = errors.get(key, 0)
-            stats.requests_total += len(values)
-            stats.errors_total += failed
-            bucket = stats.bucket(bucket_index)
-            bucket.errors += failed
-            bucket.sketch.add_many(values)
+            self._stats(self.edges, key, now).record_batch(bucket_index, values, errors.get(key, 0))
 
     def forget_before(self, cutoff: float) -> None:
         """Drop services, operations, edges and external nodes last seen before `cutoff`."""

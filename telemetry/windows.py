@@ -350,6 +350,14 @@ class WindowedStats:
         # but by at least one bucket so that a single early request does not read as a huge rate.
         return merged, max(now - start, width)
 
+    def record_batch(self, bucket_index: int, latencies_ms: list[float], errors: int) -> None:
+        """Record a batch of requests (`errors` of them failed) in bucket `bucket_index`: the ingest path."""
+        bucket = self.bucket(bucket_index)
+        bucket.errors += errors
+        bucket.sketch.add_many(latencies_ms)
+        self.requests_total += len(latencies_ms)
+        self.errors_total += errors
+
     def complete_summary(self, now: float) -> WindowSummary:
         """The summary of the ring's complete buckets, leaving out the one still filling.
 
