@@ -304,12 +304,17 @@ class WindowedStats:
             closed.sketch.freeze()  # read-only from here on; sorted arrays make union quantiles cheap
         self._closed = closed
 
+    def _sum_of_buckets(self, first: int, last: int) -> Aggregate:
+        """A new Aggregate of the buckets with index in first..last."""
+        total = Aggregate(self.relative_accuracy)
+        for index, aggregate in self.buckets.items():
+            if first <= index <= last:
+                total.merge(aggregate)
+        return total
+
     def closed_sum(self) -> Aggregate:
         if self._closed is None:
-            closed = Aggregate(self.relative_accuracy)
-            for index, aggregate in self.buckets.items():
-                if index < self._newest:
-                    closed.merge(aggregate)
+            closed = self._sum_of_buckets(self._newest - self.bucket_count + 1, self._newest - 1)
             closed.sketch.freeze()
             self._closed = closed
         return self._closed
@@ -341,10 +346,7 @@ class WindowedStats:
                 newest.shared = True
                 merged = UnionAggregate.pair(closed, newest)
         else:  # a shorter window, or `now` before the newest data: add up the buckets it covers
-            merged = Aggregate(self.relative_accuracy)
-            for index, aggregate in self.buckets.items():
-                if oldest <= index <= current:
-                    merged.merge(aggregate)
+            merged = self._sum_of_buckets(oldest, current)
         start = max(oldest * width, self.first_seen)
         # While warming up, a rate over the full window would understate: divide by what was observed,
         # but by at least one bucket so that a single early request does not read as a huge rate.
@@ -370,10 +372,7 @@ class WindowedStats:
         if current > self._newest:
             self._advance(current)
         if current < self._newest:  # `now` before the newest data (a clock that went back): add up
-            merged = Aggregate(self.relative_accuracy)
-            for index, aggregate in self.buckets.items():
-                if current - self.bucket_count < index < current:
-                    merged.merge(aggregate)
+            merged = self._sum_of_buckets(current - self.bucket_count + 1, current - 1)
             return WindowSummary.of(merged, max(width, (self.bucket_count - 1) * width))
         closed = self.closed_sum()
         start = max((current - self.bucket_count + 1) * width, self.first_seen)
