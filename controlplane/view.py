@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import cached_property
 from types import MappingProxyType
 
 import networkx as nx
@@ -88,14 +87,14 @@ class TelemetryView:
     graph_snapshot: GraphSnapshot
     inventory: Inventory = field(default_factory=Inventory)
 
-    @cached_property
+    @property
     def graph(self) -> nx.DiGraph:
         """The dependency graph (frozen networkx DiGraph; attribute `snapshot` on nodes and edges)."""
-        return self.graph_snapshot.to_networkx()
+        return self.graph_snapshot.graph
 
-    @cached_property
-    def _nodes(self) -> dict[str, NodeSnapshot]:
-        return {node.name: node for node in self.graph_snapshot.nodes}
+    @property
+    def _nodes(self) -> Mapping[str, NodeSnapshot]:
+        return self.graph_snapshot.by_name
 
     @property
     def services(self) -> list[str]:

@@ -42,6 +42,9 @@ class TelemetryAggregates:
         # External nodes (uninstrumented peers) and the system they run, if known.
         self.externals: dict[str, str] = {}
         self.external_last_seen: dict[str, float] = {}
+        # Bumped whenever a node, operation, edge or service version appears or goes: a snapshot kept
+        # since the last bump still has the same shape (see TelemetryModel.complete_snapshot).
+        self.layout_version = 0
 
     def _stats(self, table: dict, key: Hashable, now: float) -> WindowedStats:
         stats = table.get(key)
@@ -49,6 +52,7 @@ class TelemetryAggregates:
             stats = table[key] = WindowedStats(
                 self.bucket_seconds, self.bucket_count, self.relative_accuracy, now
             )
+            self.layout_version += 1
         stats.last_seen = max(stats.last_seen, now)
         return stats
 
@@ -82,10 +86,14 @@ class TelemetryAggregates:
         return WindowedStats(self.bucket_seconds, self.bucket_count, self.relative_accuracy, now)
 
     def saw_service(self, service: str, now: float, version: str = "") -> None:
-        self.service_last_seen[service] = max(self.service_last_seen.get(service, now), now)
+        seen = self.service_last_seen.get(service)
+        if seen is None:
+            self.layout_version += 1
+        self.service_last_seen[service] = now if seen is None else max(seen, now)
         if version:
             known = self.service_versions.get(service)
             if known is None or known[0] != version:
+                self.layout_version += 1
                 # A new version (a rollout, or a rollback) is an event remediation correlates anomalies with.
                 self.service_versions[service] = (version, now)
 
@@ -102,6 +110,8 @@ class TelemetryAggregates:
             if error:
                 errors[key] = errors.get(key, 0) + 1
             if external:
+                if callee not in self.externals:
+                    self.layout_version += 1
                 if system or callee not in self.externals:
                     self.externals[callee] = system
                 self.external_last_seen[callee] = now
@@ -110,21 +120,28 @@ class TelemetryAggregates:
 
     def forget_before(self, cutoff: float) -> None:
         """Drop services, operations, edges and external nodes last seen before `cutoff`."""
+        forgotten = 0
         for table in (self.operations, self.edges):
             for key in [key for key, stats in table.items() if stats.last_seen < cutoff]:
                 del table[key]
+                forgotten += 1
         self._operation_counts = Counter(service for service, _ in self.operations)
         for key in [key for key, seen in self.service_last_seen.items() if seen < cutoff]:
             del self.service_last_seen[key]
             self.service_versions.pop(key, None)
+            forgotten += 1
         for key in [key for key, seen in self.external_last_seen.items() if seen < cutoff]:
             del self.external_last_seen[key]
             self.externals.pop(key, None)
+            forgotten += 1
+        if forgotten:
+            self.layout_version += 1
 
     def merge(self, other: TelemetryAggregates) -> None:
         """Add another shard's aggregates into these (same bucket width and accuracy)."""
         if (other.bucket_seconds, other.relative_accuracy) != (self.bucket_seconds, self.relative_accuracy):
             raise ValueError("cannot merge aggregates kept with different buckets or accuracy")
+        self.layout_version += 1
         for mine, theirs in ((self.operations, other.operations), (self.edges, other.edges)):
             for key, stats in theirs.items():
                 target = mine.get(key)

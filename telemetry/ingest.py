@@ -127,6 +127,7 @@ class Ingestor:
                 self._queued_bytes -= len(pending.body)
             # Let receivers and API calls run between requests.
             await asyncio.sleep(0)
+            self._prepare_view()
 
     async def _maintain(self) -> None:
         while True:
@@ -135,3 +136,11 @@ class Ingestor:
                 self.model.expire()
             except Exception:
                 log.exception("model maintenance failed")
+            self._prepare_view()
+
+    def _prepare_view(self) -> None:
+        """Once per bucket, build the control loop's next view here rather than in its tick."""
+        try:
+            self.model.prepare_complete_snapshot()
+        except Exception:  # the tick builds the view itself then
+            log.exception("preparing the control loop's view failed")

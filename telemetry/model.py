@@ -124,6 +124,10 @@ class TelemetryModel:
         )
         self.spans_accepted = 0
         self.spans_rejected = 0
+        # The control loop's view of the current bucket, keyed by (bucket index, layout version); built on
+        # demand, or ahead of time by `prepare_complete_snapshot` once anyone has asked for one.
+        self._complete: tuple[tuple[int, int], GraphSnapshot] | None = None
+        self._complete_wanted = False
 
     def ingest(self, request: ExportTraceServiceRequest, now: float | None = None) -> IngestResult:
         """Validate and aggregate every span of one request; invalid spans are rejected individually."""
@@ -257,16 +261,55 @@ class TelemetryModel:
         """An immutable picture of the graph and its window statistics.
 
         `complete_buckets` reads the configured window over complete buckets only (the control loop's
-        view; see `WindowedStats.complete_summary`); otherwise the bucket still filling counts too.
+        view; see `complete_snapshot`); otherwise the bucket still filling counts too.
         """
         now = self.clock() if now is None else now
         window = window_seconds or self.config.window_seconds
+        if complete_buckets and window == self.config.window_seconds:
+            return self.complete_snapshot(now)
         return build_snapshot(
+            self.aggregates, now, window, self.spans_accepted, self.spans_rejected, self.traces.slowest()
+        )
+
+    def complete_snapshot(self, now: float | None = None) -> GraphSnapshot:
+        """The configured window over complete buckets only: what the control loop reads every tick.
+
+        Complete buckets do not change until the next one closes, so one snapshot serves every tick of a
+        bucket, as long as no node, operation, edge or service version has come or gone since (the layout
+        version). Its lifetime totals, `last_seen` and critical paths are as of when it was built: at most
+        one bucket old, like its statistics. See `prepare_complete_snapshot` for building it ahead of time.
+        """
+        now = self.clock() if now is None else now
+        self._complete_wanted = True
+        key = (math.floor(now / self.config.bucket_seconds), self.aggregates.layout_version)
+        cached = self._complete
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        snapshot = build_snapshot(
             self.aggregates,
             now,
-            window,
+            self.config.window_seconds,
             self.spans_accepted,
             self.spans_rejected,
             self.traces.slowest(),
-            complete_buckets=complete_buckets and window == self.config.window_seconds,
+            complete_buckets=True,
         )
+        self._complete = (key, snapshot)
+        return snapshot
+
+    def prepare_complete_snapshot(self, now: float | None = None) -> bool:
+        """Build the next `complete_snapshot` ahead of time; True when it built one.
+
+        The ingest worker calls this between requests: the first call after a bucket closes builds the
+        snapshot, with its node quantiles and dependency graph, so that the control loop's tick finds it
+        ready instead of building it itself. Does nothing until someone has asked for a complete snapshot
+        (a server without a control loop pays nothing) or while the current one is still valid.
+        """
+        if not self._complete_wanted:
+            return False
+        now = self.clock() if now is None else now
+        key = (math.floor(now / self.config.bucket_seconds), self.aggregates.layout_version)
+        if self._complete is not None and self._complete[0] == key:
+            return False
+        self.complete_snapshot(now).prepare()
+        return True

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from types import MappingProxyType
 
 import networkx as nx
@@ -55,9 +56,12 @@ class EdgeSnapshot:
     last_seen: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class GraphSnapshot:
-    """Nodes and edges, sorted by name, with the window statistics of each."""
+    """Nodes and edges, sorted by name, with the window statistics of each.
+
+    Not slotted: `graph` and `by_name` are cached on the instance, since one snapshot can serve many readers.
+    """
 
     taken_at: float
     window_seconds: float
@@ -68,11 +72,13 @@ class GraphSnapshot:
     # Per (entry service, entry operation): critical paths of the slowest sampled traces, slowest first.
     critical_paths: Mapping[tuple[str, str], tuple[CriticalPath, ...]] = field(default_factory=dict)
 
+    @cached_property
+    def by_name(self) -> Mapping[str, NodeSnapshot]:
+        """Nodes keyed by name."""
+        return MappingProxyType({node.name: node for node in self.nodes})
+
     def node(self, name: str) -> NodeSnapshot:
-        for node in self.nodes:
-            if node.name == name:
-                return node
-        raise KeyError(name)
+        return self.by_name[name]
 
     def edge(self, source: str, target: str) -> EdgeSnapshot:
         for edge in self.edges:
@@ -80,12 +86,25 @@ class GraphSnapshot:
                 return edge
         raise KeyError((source, target))
 
+    @cached_property
+    def graph(self) -> nx.DiGraph:
+        """The dependency graph, built once per snapshot (see `to_networkx`)."""
+        return self.to_networkx()
+
     def to_networkx(self) -> nx.DiGraph:
         """A read-only DiGraph whose node and edge attribute `snapshot` holds the Node/EdgeSnapshot."""
         graph = nx.DiGraph()
         graph.add_nodes_from((node.name, {"kind": node.kind, "snapshot": node}) for node in self.nodes)
         graph.add_edges_from((edge.source, edge.target, {"snapshot": edge}) for edge in self.edges)
         return nx.freeze(graph)
+
+    def prepare(self) -> None:
+        """Work out now what readers would otherwise each pay for on first read: the nodes' latency
+        quantiles (a service's are those of the union of its operations), the index by name, the graph."""
+        for node in self.nodes:
+            node.stats.p50_ms  # noqa: B018 - computes and keeps all three quantiles
+        self.by_name  # noqa: B018
+        self.graph  # noqa: B018
 
 
 def build_snapshot(
