@@ -7,8 +7,8 @@ dependency graph, critical paths) and propose about a hundred actions a tick, co
 Each tick is timed from the view snapshot to the decisions stored in SQLite (synchronous=FULL).
 
 Store: 1,000,000 decisions are appended in batches of 1,000 (`inserts_per_second`), then a real
-`controlplane serve` server opens that store and `ListDecisions` by service is timed over gRPC on
-loopback for 1,000 random services (`list_decisions_p99_ms`).
+`controlplane serve` process opens that store and `ListDecisions` by service (pages of 100) is timed over
+gRPC on loopback, from this process, for 1,000 random services (`list_decisions_p99_ms`).
 """
 
 from __future__ import annotations
@@ -18,6 +18,9 @@ import json
 import os
 import random
 import shutil
+import socket
+import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -48,12 +51,11 @@ from controlplane import (
 )
 from controlplane.actuator import InMemoryActuator
 from controlplane.bench_store import measure_store
-from controlplane.config import Config
 from controlplane.controllers_config import load_controllers
 from controlplane.guardrails import GuardrailConfig
 from controlplane.percentiles import percentile
 from controlplane.runtime import ControlLoop
-from controlplane.server import ControlPlaneServer, tune_interpreter
+from controlplane.server import tune_interpreter
 from controlplane.store import DecisionStore
 from protos.controlplane.v1 import controlplane_pb2 as pb
 from protos.controlplane.v1 import controlplane_pb2_grpc as pb_grpc
@@ -309,26 +311,42 @@ async def _tick_times(
     return times, prepare_times, decided, first_tick_ms
 
 
-async def _list_over_grpc(store_path: str, services: int, queries: int, seed: int) -> list[float]:
-    address = "127.0.0.1:0"
-    config = Config().with_server(
-        otlp_grpc=address, otlp_http=address, api=address, decision_store=store_path
-    )
-    server = ControlPlaneServer(config, registry=ControllerRegistry())
-    ports = await server.start()
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _list_over_grpc(store_path: str, services: int, queries: int, seed: int) -> list[float]:
+    """Time `ListDecisions` by service against a `controlplane serve` process on the store, from this one
+    (a client in its own process, as the CLI is; a client on the server's event loop would slow it)."""
+    directory = os.path.dirname(store_path)
+    config = os.path.join(directory, "serve.toml")
+    with open(config, "w") as handle:
+        handle.write(f"[server]\ndecision_store = {json.dumps(store_path)}\n")
+    target = f"127.0.0.1:{_free_port()}"
+    command = [sys.executable, "-m", "controlplane.cli", "serve", "--config", config, "--api", target]
+    command += ["--otlp-grpc", f"127.0.0.1:{_free_port()}", "--otlp-http", f"127.0.0.1:{_free_port()}"]
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     rng = random.Random(seed)
     latencies = []
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{ports.api}") as channel:
+        with grpc.insecure_channel(target) as channel:
+            try:
+                grpc.channel_ready_future(channel).result(timeout=60)
+            except grpc.FutureTimeoutError:
+                server.kill()
+                raise RuntimeError(f"controlplane serve did not start: {server.communicate()[1]}") from None
             stub = pb_grpc.ControlPlaneStub(channel)
-            await stub.ListDecisions(pb.ListDecisionsRequest(page_size=1))  # connect before timing
+            stub.ListDecisions(pb.ListDecisionsRequest(page_size=1), timeout=30)  # connected before timing
             for _ in range(queries):
                 request = pb.ListDecisionsRequest(service=f"svc-{rng.randrange(services):04d}", page_size=100)
                 started = time.perf_counter()
-                await stub.ListDecisions(request, timeout=30)
+                stub.ListDecisions(request, timeout=30)
                 latencies.append((time.perf_counter() - started) * 1000)
     finally:
-        await server.stop(0)
+        server.terminate()
+        server.wait(timeout=30)
     return latencies
 
 
@@ -342,7 +360,7 @@ def measure(config: LoopBenchConfig) -> dict[str, Any]:
         )
         store_path = os.path.join(directory, "decisions.db")
         store = measure_store(store_path, decisions=config.decisions, services=1000, seed=config.seed)
-        listed = asyncio.run(_list_over_grpc(store_path, 1000, 1000, config.seed))
+        listed = _list_over_grpc(store_path, 1000, 1000, config.seed)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
     tick_p99 = percentile(ticks, 0.99)
