@@ -25,12 +25,15 @@ system-deps:
 test: lint system-deps
 	$(PY) -m pytest -q
 
+# The demo microservice benchmark on the embedded defaults: the short scenario, static vs hpa vs built-ins.
 demo: $(STAMP)
-	$(VENV)/bin/controlplane demo
+	$(VENV)/bin/controlplane bench --scenario demo-short --out bench-results/demo
 
 bench: $(STAMP)
 	$(VENV)/bin/controlplane bench ingest
 	$(VENV)/bin/controlplane bench loop
+	$(VENV)/bin/controlplane bench sim-speed
+	$(VENV)/bin/controlplane bench --out bench-results/full
 
 protos: $(STAMP)
 	$(PY) -m grpc_tools.protoc -I. --python_out=. --grpc_python_out=. --pyi_out=. $(PROTO_SRC)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import multiprocessing as mp
 import os
 import queue
@@ -28,9 +27,9 @@ import grpc
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 from rich.console import Console
 from rich.progress import MofNCompleteColumn, Progress, TimeElapsedColumn
-from rich.table import Column, Table
 
 from controlplane.percentiles import percentile
+from controlplane.render import print_figures
 from controlplane.tracegen import TraceGenerator, layered_topology, marker_of, with_fresh_traces
 from protos.controlplane.v1 import controlplane_pb2 as pb
 from protos.controlplane.v1 import controlplane_pb2_grpc as pb_grpc
@@ -269,12 +268,5 @@ def run_ingest_bench(config: IngestBenchConfig, as_json: bool = False) -> int:
     except RuntimeError as error:
         print(f"controlplane bench ingest: {error}", file=sys.stderr)
         return 1
-    if as_json:
-        print(json.dumps(result))
-        return 0
-    table = Table("metric", Column("value", justify="right"), title="controlplane bench ingest")
-    for key, value in result.items():
-        is_number = isinstance(value, int | float) and not isinstance(value, bool)
-        table.add_row(key, f"{value:,}" if is_number else str(value))
-    Console().print(table)
+    print_figures("controlplane bench ingest", result, as_json)
     return 0

@@ -29,8 +29,6 @@ from typing import Any
 import grpc
 import networkx as nx
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from rich.console import Console
-from rich.table import Column, Table
 
 from controlplane import (
     Action,
@@ -54,6 +52,7 @@ from controlplane.bench_store import measure_store
 from controlplane.controllers_config import load_controllers
 from controlplane.guardrails import GuardrailConfig
 from controlplane.percentiles import percentile
+from controlplane.render import print_figures
 from controlplane.runtime import ControlLoop
 from controlplane.server import tune_interpreter
 from controlplane.store import DecisionStore
@@ -392,14 +391,5 @@ def measure(config: LoopBenchConfig) -> dict[str, Any]:
 def run_loop_bench(config: LoopBenchConfig, as_json: bool = False) -> int:
     """Print the figures as a table (or one JSON object); exit code 0 unless the run failed."""
     result = measure(config)
-    if as_json:
-        print(json.dumps(result))
-        return 0
-    table = Table("metric", Column("value", justify="right"), title="controlplane bench loop")
-    for key, value in result.items():
-        table.add_row(
-            key,
-            f"{value:,}" if isinstance(value, int | float) and not isinstance(value, bool) else str(value),
-        )
-    Console().print(table)
+    print_figures("controlplane bench loop", result, as_json)
     return 0

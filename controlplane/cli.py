@@ -9,6 +9,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import grpc
 
@@ -194,6 +195,35 @@ def _bench_loop(args: argparse.Namespace) -> int:
     return run_loop_bench(config, as_json=args.json)
 
 
+def _bench_scenarios(args: argparse.Namespace) -> int:
+    from controlplane.bench_scenarios import (
+        default_jobs,
+        resolve_scenarios,
+        run_bench,
+        sets_or_default,
+    )
+
+    try:
+        run_bench(
+            resolve_scenarios(args.scenario),
+            sets_or_default(args.controllers),
+            args.seed,
+            Path(args.out),
+            args.jobs or default_jobs(),
+            as_json=args.json,
+        )
+    except ValueError as error:
+        print(f"controlplane bench: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _bench_sim_speed(args: argparse.Namespace) -> int:
+    from controlplane.bench_sim_speed import run_sim_speed
+
+    return run_sim_speed(args.duration, args.rate, args.seed, as_json=args.json)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="controlplane", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -267,8 +297,34 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=1)
     demo.set_defaults(run=_demo)
 
-    bench = commands.add_parser("bench", help="benchmarks")
-    benches = bench.add_subparsers(dest="bench", required=True)
+    bench = commands.add_parser(
+        "bench",
+        help="benchmarks; without a sub-benchmark: scenarios x controller sets in the simulator",
+        description="Without a sub-benchmark: run every scenario with every controller set in the simulator"
+        " and write results.json, one PNG per scenario and report.md to --out.",
+    )
+    bench.add_argument(
+        "--scenario", action="append", default=[], help="bundled scenario name or TOML file (repeatable)"
+    )
+    bench.add_argument(
+        "--controllers",
+        action="append",
+        default=[],
+        metavar="SET",
+        help="controller set: static, hpa, builtin, or installed controllers joined by + (repeatable)",
+    )
+    bench.add_argument("--seed", type=int, default=1)
+    bench.add_argument("--out", default="bench-results", help="output directory")
+    bench.add_argument("--jobs", type=int, default=0, help="runs at once (default: cores, at most 4)")
+    bench.add_argument("--json", action="store_true", help="print results.json to stdout")
+    bench.set_defaults(run=_bench_scenarios)
+    benches = bench.add_subparsers(dest="bench", required=False, metavar="{ingest,loop,sim-speed}")
+    speed = benches.add_parser("sim-speed", help="simulated requests per wall second, on one core")
+    speed.add_argument("--duration", type=float, default=600.0, help="simulated seconds")
+    speed.add_argument("--rate", type=float, default=1000.0, help="requests per second")
+    speed.add_argument("--seed", type=int, default=1)
+    speed.add_argument("--json", action="store_true", help="print one JSON object")
+    speed.set_defaults(run=_bench_sim_speed)
     ingest = benches.add_parser("ingest", help="OTLP/gRPC ingest throughput, Export latency and memory")
     ingest.add_argument("--spans", type=int, default=10_000_000, help="spans to send in all")
     ingest.add_argument("--senders", type=int, default=2, help="load-generator processes")

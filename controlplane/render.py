@@ -7,7 +7,7 @@ from typing import Any
 
 from google.protobuf import json_format
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 from protos.controlplane.v1 import controlplane_pb2 as pb
 
@@ -219,3 +219,15 @@ def decision_line(info: pb.DecisionInfo) -> str:
     return f"#{info.id} {status:<10} {info.controller}: {action} — {info.why}" + (
         f" ({reason})" if reason else ""
     )
+
+
+def print_figures(title: str, figures: dict[str, Any], as_json: bool = False) -> None:
+    """A benchmark's figures: one JSON object with `as_json`, else a two-column table."""
+    if as_json:
+        print(json.dumps(figures))
+        return
+    table = Table("metric", Column("value", justify="right"), title=title)
+    for key, value in figures.items():
+        is_number = isinstance(value, int | float) and not isinstance(value, bool)
+        table.add_row(key, f"{value:,}" if is_number else str(value))
+    Console().print(table)

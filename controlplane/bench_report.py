@@ -1,0 +1,155 @@
+"""The benchmark's outputs: one PNG per scenario, `report.md`, and the comparison table in the terminal."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Column, Table
+
+COLUMNS = (
+    ("controllers", "controllers"),
+    ("slo_violation_fraction", "SLO violation"),
+    ("p50_ms", "p50 ms"),
+    ("p99_ms", "p99 ms"),
+    ("error_fraction", "errors"),
+    ("cost_replica_seconds", "replica-s"),
+    ("actions", "actions"),
+    ("time_to_mitigate_s", "mitigate s"),
+)
+BASELINE = "hpa"
+
+
+def _cell(value: Any) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.3f}".rstrip("0").rstrip(".") if abs(value) < 10 else f"{value:,.1f}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def _by_scenario(document: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    grouped: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for run in document["runs"]:
+        grouped[run["scenario"]].append(run)
+    return grouped
+
+
+def print_table(document: dict[str, Any], console: Console) -> None:
+    for scenario, runs in _by_scenario(document).items():
+        table = Table(
+            *(Column(title, justify="left" if key == "controllers" else "right") for key, title in COLUMNS),
+            title=f"{scenario} (SLO p99 {_cell(runs[0].get('slo_p99_ms'))} ms)",
+        )
+        for run in runs:
+            table.add_row(*(_cell(run.get(key)) for key, _ in COLUMNS))
+        console.print(table)
+
+
+def write_plots(outcomes: Sequence[dict[str, Any]], out: Path) -> dict[str, str]:
+    """One PNG per scenario: end-to-end p99 against the SLO, replicas, and decisions, per controller set."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    grouped: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for outcome in outcomes:
+        grouped[outcome["run"]["scenario"]].append(outcome)
+    written = {}
+    for scenario, runs in grouped.items():
+        figure, (latency, replicas, decisions) = plt.subplots(3, 1, figsize=(10, 9), sharex=True)
+        slo = runs[0]["run"]["slo_p99_ms"]
+        for outcome in runs:
+            label = outcome["run"]["controllers"]
+            series = outcome["series"]
+            seconds = range(len(series["p99_ms"]))
+            # Seconds whose p99 is a failure (infinite) are drawn at the top of the axis.
+            ceiling = slo * 20
+            latency.plot(seconds, [min(value, ceiling) for value in series["p99_ms"]], label=label, lw=1)
+            replicas.plot(seconds, series["replicas"], label=label, lw=1)
+            cumulative, total = [], 0
+            for count in series["decisions"]:
+                total += count
+                cumulative.append(total)
+            decisions.plot(seconds, cumulative, label=label, lw=1)
+        latency.axhline(slo, color="black", ls="--", lw=1, label=f"SLO {slo:g} ms")
+        for event in runs[0]["run"].get("events", ()):
+            for axis in (latency, replicas, decisions):
+                axis.axvline(event["at"], color="grey", ls=":", lw=1)
+        latency.set_yscale("log")
+        latency.set_ylabel("end-to-end p99 (ms)")
+        replicas.set_ylabel("replicas")
+        decisions.set_ylabel("applied actions (cumulative)")
+        decisions.set_xlabel("simulated seconds (dotted: injected events)")
+        latency.legend(loc="upper left", fontsize=8)
+        latency.set_title(scenario)
+        figure.tight_layout()
+        path = out / f"{scenario}.png"
+        figure.savefig(path, dpi=80)
+        plt.close(figure)
+        written[scenario] = path.name
+    return written
+
+
+def _versus_baseline(runs: list[dict[str, Any]]) -> str:
+    """One sentence per set: SLO violation and cost relative to the baseline."""
+    baseline = next((run for run in runs if run["controllers"] == BASELINE), None)
+    if baseline is None:
+        return ""
+    parts = []
+    for run in runs:
+        if run is baseline:
+            continue
+        delta = run["slo_violation_fraction"] - baseline["slo_violation_fraction"]
+        cost = (
+            run["cost_replica_seconds"] / baseline["cost_replica_seconds"] - 1
+            if baseline["cost_replica_seconds"]
+            else 0.0
+        )
+        verdict = "beats" if delta < -0.005 else "loses to" if delta > 0.005 else "ties with"
+        parts.append(
+            f"`{run['controllers']}` {verdict} `{BASELINE}` on SLO violation ({delta * 100:+.1f} points)"
+            f" at {cost * 100:+.0f}% replica-seconds"
+        )
+    return "; ".join(parts) + "."
+
+
+def write_report(document: dict[str, Any], plots: dict[str, str], out: Path, notes: str = "") -> Path:
+    """`report.md`: per scenario the comparison table, the verdict against hpa, and the plot."""
+    lines = [
+        "# controlplane bench report",
+        "",
+        "Simulated runs of the demo application (services/demo/socialnetwork.toml). SLO violation: share",
+        "of seconds (after warm-up) whose end-to-end p99 is above the SLO, failures counting as infinitely",
+        "slow.",
+        "Cost: replica-seconds. Mitigate: mean seconds from each injected event until the SLO holds for 10 s",
+        "in a row (an event never mitigated counts as the rest of the run).",
+        "",
+    ]
+    header = "| " + " | ".join(title for _, title in COLUMNS) + " |"
+    rule = "|" + "|".join("---" for _ in COLUMNS) + "|"
+    for scenario, runs in _by_scenario(document).items():
+        lines += [
+            f"## {scenario}",
+            "",
+            f"SLO: p99 {_cell(runs[0].get('slo_p99_ms'))} ms, seed {runs[0]['seed']}.",
+            "",
+        ]
+        lines += [header, rule]
+        lines += ["| " + " | ".join(_cell(run.get(key)) for key, _ in COLUMNS) + " |" for run in runs]
+        verdict = _versus_baseline(runs)
+        if verdict:
+            lines += ["", verdict]
+        if scenario in plots:
+            lines += ["", f"![{scenario}]({plots[scenario]})"]
+        lines.append("")
+    if notes:
+        lines += [notes, ""]
+    path = out / "report.md"
+    path.write_text("\n".join(lines))
+    return path
