@@ -20,7 +20,9 @@ urgency, until `max_migrations_per_round` moves are planned:
    (`labels["zone"]`) with fewer, so a node or zone failure takes out as little of a service as possible.
 5. **Co-location.** For service pairs by decreasing affinity (call rate x mean latency of the edges between
    them, both directions, from the dependency graph), above `min_affinity`, that share no node: one replica
-   moves onto a node running the partner, if it fits and does not worsen the spread.
+   moves onto a node running the partner, if it fits, does not worsen the spread, and raises the replica's
+   affinity with its node's services by at least `min_affinity` (net of the partners it leaves behind; a
+   service with several heavy partners would otherwise be moved between them round after round).
 
 A target node must be ready, not interfered and have room (bin packing on CPU and memory requests). Among
 those, nodes are ranked by fewest replicas of the same service, then of the same zone (availability), then
@@ -300,11 +302,7 @@ class GraphAwarePlacement(Controller):
             if not cluster.fits(node, service, self.params.capacity_fraction):
                 continue
             same_node, same_zone = cluster.spread_key(service, node, excluding=replica)
-            together = sum(
-                affinity.get(frozenset((service, other)), 0.0)
-                for other in cluster.services_on(node, excluding=replica)
-                if other != service
-            )
+            together = _together(cluster, affinity, service, node, replica)
             rank = (same_node, same_zone, -together, -cluster.utilization(node), node)
             if best is None or rank < best[1]:
                 best = (node, rank)
@@ -447,7 +445,12 @@ class GraphAwarePlacement(Controller):
                         continue
                     before = cluster.spread_key(service, node, excluding=replica)
                     best = self._best_node(cluster, affinity, replica, service, candidates=partner_nodes)
-                    if best is not None and best[1][:2] <= before:
+                    if best is None or best[1][:2] > before:
+                        continue
+                    # Only a clear net gain: leaving the node may part the replica from other partners as
+                    # close as this one, and moving back and forth between them would be churn.
+                    gain = -best[1][2] - _together(cluster, affinity, service, node, replica)
+                    if gain >= self.params.min_affinity:
                         options.append((best[1], replica, service, best[0]))
             if not options:
                 continue
@@ -501,6 +504,17 @@ class GraphAwarePlacement(Controller):
                 )
             )
         return proposals
+
+
+def _together(
+    cluster: _Cluster, affinity: dict[frozenset[str], float], service: str, node: str, replica: str
+) -> float:
+    """Affinity of `service` with the other services on `node`, not counting `replica` itself."""
+    return sum(
+        affinity.get(frozenset((service, other)), 0.0)
+        for other in cluster.services_on(node, excluding=replica)
+        if other != service
+    )
 
 
 def _affinities(view: TelemetryView, services: set[str]) -> dict[frozenset[str], float]:

@@ -26,7 +26,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from controlplane.bench_report import print_table, write_plots, write_report
 from controlplane.registry import default_registry
 
-ACTIVE = {"mode": "active"}
+# A benchmark user picking a set is the operator: learning controllers in it are promoted, or they
+# would only ever record what they would have done.
+ACTIVE = {"mode": "active", "promoted": True}
 # The controller sets of the comparison. `builtin` is this project's answer to the baselines: the
 # model-based autoscaler, detect-localize-act remediation, graph-aware placement and outlier-aware routing.
 # The bulkheads (`isolation`) are left out of it: they trade failed requests for latency, and this

@@ -8,6 +8,7 @@
     priority = 5               # overrides the class's `priority`
     period_seconds = 15.0      # overrides how often it runs
     time_budget_seconds = 1.0  # overrides how long one decide may take
+    promoted = false           # a learning controller acts only once promoted (here, or over the API)
 
     [controllers.hpa.params]   # overrides fields of the controller's `Parameters` dataclass
     target_rate_per_replica = 40.0
@@ -38,7 +39,7 @@ from controlplane.controller import Controller, Mode
 from controlplane.registry import ControllerRegistry
 from controlplane.runner import ControllerRunner
 
-TABLE_KEYS = frozenset({"mode", "priority", "params", "period_seconds", "time_budget_seconds"})
+TABLE_KEYS = frozenset({"mode", "priority", "params", "period_seconds", "time_budget_seconds", "promoted"})
 # The top-level sections of `controlplane serve`'s configuration file (see controlplane.config).
 FILE_SECTIONS = frozenset({"server", "model", "guardrails", "controllers"})
 
@@ -51,6 +52,8 @@ class ConfiguredController:
     instance: Controller
     mode: Mode
     priority: int
+    # Promoted out of shadow mode by the configuration (learning controllers; see the coordinator).
+    promoted: bool = False
 
     @property
     def name(self) -> str:
@@ -147,4 +150,7 @@ def _configure(name: str, settings: Mapping[str, Any], registry: ControllerRegis
             if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
                 raise ValueError(f"{where}: {key} must be a positive number of seconds, got {value!r}")
             setattr(instance, key, float(value))
-    return ConfiguredController(cls=cls, instance=instance, mode=mode, priority=priority)
+    promoted = settings.get("promoted", False)
+    if not isinstance(promoted, bool):
+        raise ValueError(f"{where}: promoted must be true or false, got {promoted!r}")
+    return ConfiguredController(cls=cls, instance=instance, mode=mode, priority=priority, promoted=promoted)

@@ -74,7 +74,9 @@ class ControlLoop:
         for configured in controllers:
             name = configured.cls.name
             runner = configured.runner(quarantine_after=quarantine_after)
-            self.controllers[name] = ManagedController(configured, runner, (origins or {}).get(name, "code"))
+            self.controllers[name] = ManagedController(
+                configured, runner, (origins or {}).get(name, "code"), promoted=configured.promoted
+            )
         self.tick_count = 0
         self.decided = asyncio.Condition()
         self._task: asyncio.Task | None = None

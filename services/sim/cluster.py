@@ -84,6 +84,8 @@ class ServiceState:
     next_replica: int = 0
     # Routing groups: (cumulative weight, ready replicas) per destination; see Simulator._routes_changed.
     groups: list = field(default_factory=list)
+    # Request type -> the stages of calls this service makes for it (see Simulator.__init__).
+    plans: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         cv = self.spec.service_time_cv

@@ -46,6 +46,7 @@ class Visit:
     __slots__ = (
         "trace",
         "request",
+        "plan",
         "arrival",
         "service",
         "parent",
@@ -65,6 +66,7 @@ class Visit:
     ) -> None:
         self.trace = trace
         self.request = request
+        self.plan = service.plans.get(request.name, ())
         self.arrival = arrival
         self.service = service
         self.parent = parent
@@ -106,14 +108,21 @@ class Simulator:
         self.links: dict[tuple[str, str], tuple[float, float]] = {}  # node pair -> (extra ms, loss)
         self.rate_factor = 1.0
         self.set_mix({})
-        # Per (request type, service): stages of (callee state, probability), resolved once.
-        self._plans = {
-            (request.name, caller): tuple(
-                tuple((self.services[call.service], call.probability) for call in stage) for stage in stages
-            )
-            for request in app.requests
-            for caller, stages in request.calls.items()
-        }
+        # Per service and request type: its stages, each (callees always called, (callee, probability)
+        # pairs called sometimes), resolved once so the hot path does no lookups by name.
+        for request in app.requests:
+            for caller, stages in request.calls.items():
+                self.services[caller].plans[request.name] = tuple(
+                    (
+                        tuple(self.services[call.service] for call in stage if call.probability >= 1.0),
+                        tuple(
+                            (self.services[call.service], call.probability)
+                            for call in stage
+                            if call.probability < 1.0
+                        ),
+                    )
+                    for stage in stages
+                )
         self._next_trace = 1
         self._next_span = 1
         self.spans: list[tuple] = []  # finished visits not yet exported
@@ -188,7 +197,11 @@ class Simulator:
         visit.replica = replica
         state.in_flight += 1
         caller_node = parent.replica.node if parent is not None else None
-        self.at(self.now + self._delay(caller_node, replica.node), self._arrive, visit)
+        self._sequence += 1
+        heappush(
+            self._heap,
+            (self.now + self._delay(caller_node, replica.node), self._sequence, self._arrive, visit),
+        )
 
     def _pick(self, state: ServiceState) -> Replica | None:
         groups = state.groups
@@ -264,18 +277,20 @@ class Simulator:
     def _next_stage(self, visit: Visit) -> None:
         if visit.dead:
             return
-        stages = self._plans.get((visit.request.name, visit.service.spec.name), ())
-        rng = self.rng
+        stages = visit.plan
         while visit.stage < len(stages):
-            stage = stages[visit.stage]
+            always, sometimes = stages[visit.stage]
             visit.stage += 1
-            chosen = [
-                state for state, probability in stage if probability >= 1.0 or rng.random() < probability
-            ]
+            if sometimes:
+                random_ = self.rng.random
+                chosen = list(always) + [state for state, probability in sometimes if random_() < probability]
+            else:
+                chosen = always
             if chosen:
                 visit.pending = len(chosen)
+                dispatch, trace, request, arrival = self._dispatch, visit.trace, visit.request, visit.arrival
                 for state in chosen:
-                    self._dispatch(visit.trace, visit.request, visit.arrival, state, visit)
+                    dispatch(trace, request, arrival, state, visit)
                 return
         self._finish(visit)
 

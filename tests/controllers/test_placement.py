@@ -124,6 +124,27 @@ def test_chatty_pair_is_colocated() -> None:
     assert places[0].evidence["affinity"] == 1000.0
 
 
+def test_a_replica_is_not_moved_between_partners_as_close_as_each_other() -> None:
+    # frontend already shares n1 with cart; search (on n2) cannot join them: it needs more memory.
+    # Moving frontend next to search would part it from cart, an equal partner: no net gain, and next
+    # round the pair (frontend, cart) would share no node and move it back. So nothing moves.
+    nodes = [_node("n1", zone="z1"), _node("n2", memory=16384.0, zone="z2")]
+    inventory = _inventory(
+        nodes,
+        {"frontend-0": "n1", "cart-0": "n1", "search-0": "n2"},
+        {"frontend": (1.0, 256.0), "cart": (0.5, 256.0), "search": (1.0, 8192.0)},  # search fits n2 only
+    )
+    edges = {
+        ("frontend", "cart"): _window(mean_ms=10.0, rate=100.0),  # affinity 1000
+        ("frontend", "search"): _window(mean_ms=10.0, rate=100.0),  # affinity 1000
+    }
+    assert _places(GraphAwarePlacement(), _view(0, inventory, edges=edges)) == []
+    # With search the closer partner, the move is a clear gain and is made (and cart follows frontend).
+    edges[("frontend", "search")] = _window(mean_ms=30.0, rate=100.0)  # affinity 3000
+    places = _places(GraphAwarePlacement(), _view(1, inventory, edges=edges))
+    assert [(p.target, p.node) for p in places] == [("frontend", "n2"), ("cart", "n2")]
+
+
 def test_replicas_are_spread_across_zones() -> None:
     nodes = [_node("a1", zone="a"), _node("a2", zone="a"), _node("b1", zone="b")]
     inventory = _inventory(nodes, {"api-0": "a1", "api-1": "a2"}, {"api": (1.0, 256.0)})

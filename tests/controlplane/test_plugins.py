@@ -380,3 +380,34 @@ def test_config_overrides_period_and_time_budget_per_instance() -> None:
     assert Periodic.period_seconds == 30.0  # the class keeps its declared value
     with pytest.raises(ValueError, match=r"\[controllers.periodic\]: period_seconds must be a positive"):
         load_controllers({"periodic": {"period_seconds": 0}}, registry)
+
+
+def test_a_learning_controller_promoted_in_the_config_acts_and_one_not_promoted_is_shadowed() -> None:
+    import asyncio
+
+    from controlplane.actuator import InMemoryActuator
+    from controlplane.decisions import DecisionStatus
+    from controlplane.runtime import ControlLoop
+    from controlplane.store import DecisionStore
+    from telemetry import TelemetryModel
+
+    class Learner(Controller):
+        name = "learner"
+        taxonomy = Taxonomy.of("centralized", "learning", actions=["autoscaling"])
+
+        async def decide(self, view: TelemetryView) -> list:
+            return [Scale(target="api", replicas=3, reason="learned")]
+
+    registry = ControllerRegistry()
+    registry.register(Learner)
+    statuses = []
+    for promoted in (False, True):
+        configured = load_controllers({"learner": {"mode": "active", "promoted": promoted}}, registry)
+        store = DecisionStore(":memory:")
+        loop = ControlLoop(TelemetryModel(), configured, InMemoryActuator(), store)
+        (decision,) = asyncio.run(loop.tick())
+        asyncio.run(loop.stop())
+        statuses.append(decision.status)
+    assert statuses == [DecisionStatus.SHADOW, DecisionStatus.APPLIED]
+    with pytest.raises(ValueError, match=r"\[controllers.learner\]: promoted must be true or false"):
+        load_controllers({"learner": {"promoted": "yes"}}, registry)
