@@ -45,8 +45,8 @@ from controlplane.actions import (
     IsolationMechanism,
     Place,
     ReconfigurePipeline,
-    RemediationOperation,
     Remediate,
+    RemediationOperation,
     Route,
     Scale,
 )
@@ -328,7 +328,7 @@ class LocalProcessActuator(Actuator):
         return 0, len(victims)
 
     def _replace(self, runtime: ServiceRuntime, targets: list[LiveReplica], version: str) -> int:
-        """Start a replacement of `version` for each target; each target goes once its replacement is ready."""
+        """Start a replacement of `version` for each target; a target goes once its replacement is ready."""
         for replica in targets:
             if replica.state is ReplicaState.CRASHED:
                 runtime.replicas.remove(replica)  # nothing to keep serving meanwhile

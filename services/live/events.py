@@ -1,15 +1,17 @@
 """Scenario events on the live processes: what one host can reproduce, and how.
 
-| event | live | how |
-|---|---|---|
-| `load` | yes | the load generator's rate is multiplied by `factor` (divided back when it ends) |
-| `mix` | yes | the load generator draws request types with the new weights |
-| `crash` | yes | SIGKILL of `replicas` ready replicas; the platform restarts them after `recover_seconds` (30) |
-| `rollout` | yes | every replica is replaced by a process of `version`, failing at `error_rate`, `slowdown` slower |
-| `interference` | partly | the replicas the scenario's node would hold are slowed (their own time x `slowdown`) |
-| `node_down` | partly | the replicas the node would hold are killed and restarted after the event (or 60 s) |
-| `network` | no | one host: every call is on loopback, there is no link between nodes to slow or make lossy |
-| `node_leave`, `node_join` | no | one host: no capacity comes or goes, and placement is a no-op |
+* `load` (live): the load generator's rate is multiplied by `factor` (divided back when it ends).
+* `mix` (live): the load generator draws request types with the new weights.
+* `crash` (live): SIGKILL of `replicas` ready replicas; the platform restarts them in place after
+  `recover_seconds` (30 s by default, as in the simulator).
+* `rollout` (live): every replica is replaced by a process of `version`, which fails `error_rate` of its
+  requests and is `slowdown` times slower.
+* `interference` (partly): the replicas the scenario's node would hold are slowed (own time x `slowdown`);
+  the CPU they would compete for is not really taken from them.
+* `node_down` (partly): the replicas the node would hold are killed, and restarted after the event's
+  duration (or 60 s, the simulator's eviction time).
+* `network` (not reproduced): one host, every call is on loopback; there is no link between nodes to slow.
+* `node_leave`, `node_join` (not reproduced): one host, no capacity comes or goes, placement is a no-op.
 
 "The replicas a node would hold": the live run has one node, so scenario nodes are mapped onto replicas:
 every replica, in the order (service, replica id), is assigned to the scenario's nodes round robin, the

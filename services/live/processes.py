@@ -72,7 +72,7 @@ def start_module(module: str, arguments: Sequence[str], log_path: Path | None = 
 async def wait_until_healthy(
     process: subprocess.Popen, port: int, session: ClientSession, timeout_seconds: float = 60.0
 ) -> float | None:
-    """Seconds from now until `GET /healthz` on `port` answers 200; None if the process exits or time runs out."""
+    """Seconds until `GET /healthz` on `port` answers 200; None if the process exits or time runs out."""
     started = time.monotonic()
     url = f"http://127.0.0.1:{port}{HEALTH_PATH}"
     while time.monotonic() - started < timeout_seconds:
