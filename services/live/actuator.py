@@ -415,8 +415,11 @@ class LocalProcessActuator(Actuator):
         return replicas, ready
 
     def pids(self) -> list[int]:
-        """Every child process still running (router and replicas, retiring ones included)."""
-        return processes.live_pids()
+        """This actuator's running processes: the router and every replica (not those being stopped)."""
+        owned = [replica.process for runtime in self.services.values() for replica in runtime.replicas]
+        if self.router_process is not None:
+            owned.append(self.router_process)
+        return [process.pid for process in owned if process.poll() is None]
 
     def _runtime(self, service: str) -> ServiceRuntime:
         try:

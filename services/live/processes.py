@@ -112,8 +112,3 @@ def forget_if_exited(process: subprocess.Popen) -> bool:
         return False
     _LIVE.pop(process.pid, None)
     return True
-
-
-def live_pids() -> list[int]:
-    """Pids of children started here and not yet reaped."""
-    return [pid for pid, process in _LIVE.items() if process.poll() is None]
