@@ -64,6 +64,8 @@ NODE = "local"
 # How often the actuator looks for replica processes that died (what a kubelet's liveness check does).
 SUPERVISE_SECONDS = 0.2
 READY_TIMEOUT_SECONDS = 60.0
+# Replicas started at once when the application comes up (see `start_replicas`).
+STARTING_AT_ONCE = 2 * (os.cpu_count() or 1)
 
 
 class ReplicaState(StrEnum):
@@ -164,10 +166,20 @@ class LocalProcessActuator(Actuator):
 
     async def start_replicas(self, timeout_seconds: float = READY_TIMEOUT_SECONDS) -> None:
         """Start every service's initial replicas (`replicas` in the spec) and wait until all are ready."""
-        for runtime in self.services.values():
-            for _ in range(self.app.services[runtime.name].replicas):
+        # A few at a time: thirty interpreters importing at once on two cores take as long in total but
+        # each one looks fifteen seconds slow to start, which is not what a replica's start-up costs.
+        pending = [
+            runtime
+            for runtime in self.services.values()
+            for _ in range(self.app.services[runtime.name].replicas)
+        ]
+        deadline = time.monotonic() + timeout_seconds
+        while pending and time.monotonic() < deadline:
+            while pending and len(self._waiting) < STARTING_AT_ONCE:
+                runtime = pending.pop(0)
                 self._spawn(runtime, runtime.version)
-        await self.wait_ready(timeout_seconds)
+            await asyncio.wait(set(self._waiting), return_when=asyncio.FIRST_COMPLETED)
+        await self.wait_ready(max(0.0, deadline - time.monotonic()))
 
     async def wait_ready(self, timeout_seconds: float = READY_TIMEOUT_SECONDS) -> None:
         """Wait until no replica is starting; RuntimeError naming the ones that did not come up."""
