@@ -125,6 +125,7 @@ class LocalProcessActuator(Actuator):
         seed: int = 0,
         time_scale: float = 1.0,
         workdir: str | Path | None = None,
+        spec_startup: bool = True,
     ) -> None:
         self.app_path = Path(app_path)
         self.app: AppSpec = load_app(self.app_path)
@@ -132,10 +133,14 @@ class LocalProcessActuator(Actuator):
         self.seed = seed
         self.time_scale = time_scale
         self.workdir = Path(workdir) if workdir is not None else None
+        # Hold a started replica unready until the spec's startup_seconds have passed (if its process is
+        # up sooner), so that scaling takes as long as the application description says.
+        self.spec_startup = spec_startup
         self.services = {name: ServiceRuntime(name) for name in self.app.services}
         self.router_port = 0
         self.router_process: subprocess.Popen | None = None
-        self.startup_seconds: list[float] = []
+        self.startup_seconds: list[float] = []  # start to ready, the spec's start-up time included
+        self.process_start_seconds: list[float] = []  # start to the first HTTP answer: the process alone
         self.applied_actions = 0
         self._retiring: set[asyncio.Task] = set()
         self._waiting: set[asyncio.Task] = set()
@@ -177,7 +182,7 @@ class LocalProcessActuator(Actuator):
         while pending and time.monotonic() < deadline:
             while pending and len(self._waiting) < STARTING_AT_ONCE:
                 runtime = pending.pop(0)
-                self._spawn(runtime, runtime.version)
+                self._spawn(runtime, runtime.version, warm=True)
             await asyncio.wait(set(self._waiting), return_when=asyncio.FIRST_COMPLETED)
         await self.wait_ready(max(0.0, deadline - time.monotonic()))
 
@@ -227,14 +232,22 @@ class LocalProcessActuator(Actuator):
     # --- replicas -----------------------------------------------------------------------------------------
 
     def _spawn(
-        self, runtime: ServiceRuntime, version: str, replica_id: str = "", replaces: str = ""
+        self,
+        runtime: ServiceRuntime,
+        version: str,
+        replica_id: str = "",
+        replaces: str = "",
+        warm: bool = False,
     ) -> LiveReplica:
+        """Start one replica process; `warm`: ready as soon as it answers (the application's start)."""
         if not replica_id:
             replica_id = f"{runtime.name}-{runtime.next_index}"
             runtime.next_index += 1
         behaviour = runtime.versions.get(version) or Version(version)
         port = free_port()
+        startup = self.app.services[runtime.name].startup_seconds if self.spec_startup and not warm else 0.0
         arguments = [
+            "--ready-at", repr(time.time() + startup),
             "--app", str(self.app_path),
             "--service", runtime.name,
             "--port", str(port),
@@ -258,7 +271,7 @@ class LocalProcessActuator(Actuator):
     async def _become_ready(self, runtime: ServiceRuntime, replica: LiveReplica) -> None:
         assert self._session is not None
         took = await processes.wait_until_healthy(
-            replica.process, replica.port, self._session, READY_TIMEOUT_SECONDS
+            replica.process, replica.port, self._session, READY_TIMEOUT_SECONDS + 60.0
         )
         if replica not in runtime.replicas:
             return  # stopped while starting
@@ -272,8 +285,9 @@ class LocalProcessActuator(Actuator):
                 processes.kill(replica.process)
             return
         replica.state = ReplicaState.READY
-        replica.startup_seconds = took
-        self.startup_seconds.append(took)
+        replica.startup_seconds = took.ready_seconds
+        self.startup_seconds.append(took.ready_seconds)
+        self.process_start_seconds.append(took.answering_seconds)
         if replica.replaces:
             old = runtime.replica(replica.replaces)
             replica.replaces = None

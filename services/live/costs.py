@@ -50,7 +50,7 @@ def total_memory_mb() -> float:
 
 @dataclass(frozen=True, slots=True)
 class LiveCosts:
-    """A run's cost: child processes, their memory and CPU, and how long replicas took to start."""
+    """A run's cost: child processes, their memory and CPU, and how long replica processes took to start."""
 
     processes: int
     rss_mb_total: float
@@ -58,8 +58,8 @@ class LiveCosts:
     cpu_seconds_children: float
     cpu_seconds_runner: float
     wall_seconds: float
-    startup_seconds_median: float | None
-    startup_seconds_max: float | None
+    process_start_seconds_median: float | None
+    process_start_seconds_max: float | None
 
     @property
     def cpu_cores_used(self) -> float:

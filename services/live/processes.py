@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from aiohttp import ClientError, ClientSession, ClientTimeout
@@ -69,19 +70,30 @@ def start_module(module: str, arguments: Sequence[str], log_path: Path | None = 
     return process
 
 
+@dataclass(frozen=True, slots=True)
+class Startup:
+    """How long a started process took: to answer HTTP at all, and to answer its health check with 200."""
+
+    answering_seconds: float
+    ready_seconds: float
+
+
 async def wait_until_healthy(
     process: subprocess.Popen, port: int, session: ClientSession, timeout_seconds: float = 60.0
-) -> float | None:
-    """Seconds until `GET /healthz` on `port` answers 200; None if the process exits or time runs out."""
+) -> Startup | None:
+    """Poll `GET /healthz` on `port` until it answers 200; None if the process exits or time runs out."""
     started = time.monotonic()
+    answering: float | None = None
     url = f"http://127.0.0.1:{port}{HEALTH_PATH}"
     while time.monotonic() - started < timeout_seconds:
         if process.poll() is not None:
             return None
         with contextlib.suppress(TimeoutError, ClientError):
             async with session.get(url, timeout=ClientTimeout(total=1.0)) as reply:
+                now = time.monotonic() - started
+                answering = now if answering is None else answering
                 if reply.status == 200:
-                    return time.monotonic() - started
+                    return Startup(answering, now)
         await asyncio.sleep(HEALTH_POLL_SECONDS)
     return None
 

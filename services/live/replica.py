@@ -32,6 +32,7 @@ import contextlib
 import math
 import random
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -190,10 +191,14 @@ class Replica:
             return status < 500
 
 
-def build_app(replica: Replica) -> web.Application:
+def build_app(replica: Replica, ready_at: float = 0.0) -> web.Application:
     """The replica's HTTP routes: serve, health, stats and the behaviour knob."""
 
     async def health(request: web.Request) -> web.Response:
+        # Not ready before `ready_at`: a replica of a service that takes seconds to warm up (the spec's
+        # startup_seconds) answers its readiness probe only then, as a Kubernetes pod does.
+        if time.time() < ready_at:
+            return web.json_response({"status": "starting"}, status=503)
         return web.json_response({"status": "ok"})
 
     async def stats(request: web.Request) -> web.Response:
@@ -234,6 +239,7 @@ def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--time-scale", type=float, default=1.0, help="multiplies every service time")
     parser.add_argument("--error-rate", type=float, default=0.0, help="extra error rate of this version")
     parser.add_argument("--slowdown", type=float, default=1.0, help="service-time factor of this version")
+    parser.add_argument("--ready-at", type=float, default=0.0, help="unix time before which /healthz is 503")
     parser.add_argument("--parent-pid", type=int, default=None, help="exit when this process is gone")
     return parser.parse_args(argv)
 
@@ -261,7 +267,7 @@ async def run(arguments: argparse.Namespace) -> None:
         connector=connector, timeout=ClientTimeout(total=CALL_TIMEOUT_SECONDS)
     ) as session:
         replica.session = session
-        runner = web.AppRunner(build_app(replica), access_log=None, handle_signals=False)
+        runner = web.AppRunner(build_app(replica, arguments.ready_at), access_log=None, handle_signals=False)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", arguments.port).start()
         await stopping.wait()

@@ -67,6 +67,7 @@ async def run_live(
     label: str = "",
     time_scale: float | None = None,
     workdir: str | Path | None = None,
+    spec_startup: bool = True,
     on_costs: Callable[[LiveCosts], None] | None = None,
 ) -> tuple[RunScore, RunRecorder]:
     """Run `scenario` live with `controllers` (e.g. `{"hpa": {"mode": "active"}}`; `{}`: static).
@@ -74,7 +75,10 @@ async def run_live(
     `scale` multiplies the request rate, `time_scale` (default `1 / scale`) the service times;
     `duration_seconds` cuts the scenario short (events after it do not happen). Logs of every process
     and the decision store go to `workdir` (a temporary directory, removed afterwards, by default).
-    `on_costs` receives what the run cost (processes, memory, CPU, replica start-up times).
+    With `spec_startup`, a replica started during the run is held unready for the spec's
+    `startup_seconds` if its process comes up sooner (as in the simulator); without, it is ready as soon
+    as its process answers. `on_costs` receives what the run cost (processes, memory, CPU, process
+    start-up times).
     """
     if scale <= 0:
         raise ValueError(f"scale must be > 0, got {scale}")
@@ -88,7 +92,9 @@ async def run_live(
         workdir = Path(workdir)
         workdir.mkdir(parents=True, exist_ok=True)
         otlp = f"127.0.0.1:{free_port()}"
-        actuator = LocalProcessActuator(scenario.app, otlp, seed=seed, time_scale=time_scale, workdir=workdir)
+        actuator = LocalProcessActuator(
+            scenario.app, otlp, seed=seed, time_scale=time_scale, workdir=workdir, spec_startup=spec_startup
+        )
         config = Config(controllers={name: dict(table) for name, table in controllers.items()})
         config = config.with_server(
             otlp_grpc=otlp,
@@ -196,7 +202,7 @@ def _costs(actuator: LocalProcessActuator, started: float, cpu_before: tuple[flo
     pids = actuator.pids()
     replicas = max(1, len(pids) - 1)  # the router is one of them
     memory = memory_of(pids)
-    startups = actuator.startup_seconds
+    startups = actuator.process_start_seconds
     return LiveCosts(
         processes=len(pids),
         rss_mb_total=round(memory, 1),
@@ -204,6 +210,6 @@ def _costs(actuator: LocalProcessActuator, started: float, cpu_before: tuple[flo
         cpu_seconds_children=round(cpu_of(pids) + _reaped_children_cpu() - cpu_before[1], 2),
         cpu_seconds_runner=round(time.process_time() - cpu_before[0], 2),
         wall_seconds=round(time.monotonic() - started, 2),
-        startup_seconds_median=round(statistics.median(startups), 3) if startups else None,
-        startup_seconds_max=round(max(startups), 3) if startups else None,
+        process_start_seconds_median=round(statistics.median(startups), 3) if startups else None,
+        process_start_seconds_max=round(max(startups), 3) if startups else None,
     )

@@ -50,14 +50,17 @@ slo_p99_ms = 50.0
 [services.front]
 service_time_ms = 1.0
 concurrency = 16
+startup_seconds = 0.5
 
 [services.api]
 service_time_ms = 2.0
 concurrency = 4
+startup_seconds = 1.5
 
 [services.store]
 service_time_ms = 1.0
 concurrency = 4
+startup_seconds = 0.5
 
 [requests.read]
 entry = "front"
@@ -212,7 +215,9 @@ def test_scale_up_starts_a_process_that_answers_and_down_stops_it(live: Live) ->
     outcome = live.run(live.actuator.apply(Scale(target="api", replicas=2)))
     assert outcome.ok, outcome.detail
     first, second = live.wait_ready("api", 2)
-    assert second.startup_seconds is not None and 0 < second.startup_seconds < 30
+    # Ready no sooner than the spec's startup_seconds (1.5 s), even if the process answers before that.
+    assert second.startup_seconds is not None and 1.5 <= second.startup_seconds < 30
+    assert 0 < live.actuator.process_start_seconds[-1] <= second.startup_seconds
     inventory = live.run(live.actuator.inventory())
     assert (inventory.services["api"].replicas, inventory.services["api"].ready_replicas) == (2, 2)
     assert inventory.placements[second.id] == "local"
@@ -366,5 +371,5 @@ def test_run_live_with_hpa_scores_a_run_and_leaves_no_process(app_dir: Path) -> 
     assert sum(second.requests for second in recorder.seconds) > result.requests  # warm-up not scored
     assert [second.replicas for second in recorder.seconds] == [3] * 6
     assert len(seen) == 4  # the router and three replicas
-    assert costs and costs[0].processes == 4 and costs[0].startup_seconds_median is not None
+    assert costs and costs[0].processes == 4 and costs[0].process_start_seconds_median is not None
     assert not [pid for pid in seen if alive(pid)]
