@@ -373,3 +373,55 @@ def test_run_live_with_hpa_scores_a_run_and_leaves_no_process(app_dir: Path) -> 
     assert len(seen) == 4  # the router and three replicas
     assert costs and costs[0].processes == 4 and costs[0].process_start_seconds_median is not None
     assert not [pid for pid in seen if alive(pid)]
+
+
+def test_a_bad_rollout_fails_requests_until_rolled_back(live: Live) -> None:
+    recorder = RunRecorder(1)
+    load = LoadGenerator(live.actuator.app, live.actuator.router_address, recorder, random.Random(0))
+    rollout = Event(
+        at=0.0, kind="rollout", parameters={"service": "store", "version": "v2", "error_rate": 1.0}
+    )
+    live.run(apply_event(rollout, live.actuator, load, ["node-0"]))
+    live.wait_for(
+        lambda: [(r.version, r.state) for r in live.replicas("store")] == [("v2", ReplicaState.READY)],
+        what="store replaced by v2",
+    )
+    assert live.run(live.actuator.inventory()).services["store"].version == "v2"
+    assert [live.request() for _ in range(5)] == [500] * 5  # v2 fails every request
+
+    rollback = Remediate(target="store", operation=RemediationOperation.ROLLBACK)
+    outcome = live.run(live.actuator.apply(rollback))
+    assert outcome.ok and "v1" in outcome.detail
+    live.wait_for(
+        lambda: [(r.version, r.state) for r in live.replicas("store")] == [("v1", ReplicaState.READY)],
+        what="store rolled back to v1",
+    )
+    assert [live.request() for _ in range(5)] == [200] * 5
+
+
+def test_interference_slows_the_replicas_of_one_node(live: Live) -> None:
+    def median_seconds(count: int = 5) -> float:
+        took = []
+        for _ in range(count):
+            started = time.monotonic()
+            assert live.request() == 200
+            took.append(time.monotonic() - started)
+        return sorted(took)[count // 2]
+
+    recorder = RunRecorder(1)
+    load = LoadGenerator(live.actuator.app, live.actuator.router_address, recorder, random.Random(0))
+    noisy = Event(at=0.0, kind="interference", parameters={"node": "node-0", "slowdown": 100.0})
+    applied = live.run(apply_event(noisy, live.actuator, load, ["node-0", "node-1"]))
+    # Round robin over (service, replica id): api-*, front-*, store-*; node-0 holds the 1st and 3rd.
+    ready = sorted(
+        (service, r.id)
+        for service in ("api", "front", "store")
+        for r in live.replicas(service)
+        if r.state is ReplicaState.READY
+    )
+    on_node_0 = [replica_id for position, (_, replica_id) in enumerate(ready) if position % 2 == 0]
+    assert applied.detail.endswith(str(on_node_0))
+    # Own times x100 on two of the three services: front 1 ms + store 1 ms, or api 2 ms, become >= 100 ms.
+    assert median_seconds() >= 0.1
+    live.run(applied.undo())
+    assert median_seconds() < 0.1
