@@ -31,7 +31,7 @@ import resource
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -42,9 +42,9 @@ from services.live.costs import LiveCosts, cpu_of, memory_of
 from services.live.events import Applied, apply_event
 from services.live.loadgen import LoadGenerator
 from services.live.protocol import free_port
-from services.sim.app import load_app
+from services.sim.app import AppSpec, load_app
 from services.sim.results import RunRecorder, RunScore, score
-from services.sim.scenario import Scenario
+from services.sim.scenario import Event, Scenario
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +136,7 @@ async def _play(
     scenario: Scenario,
     actuator: LocalProcessActuator,
     recorder: RunRecorder,
-    app: Any,
+    app: AppSpec,
     seed: int,
     scale: float,
     time_scale: float,
@@ -150,7 +150,7 @@ async def _play(
     background: set[asyncio.Task] = set()
     undo_at: list[tuple[float, Applied]] = []
 
-    async def inject(event: Any) -> None:
+    async def inject(event: Event) -> None:
         try:
             applied = await apply_event(event, actuator, load, nodes)
         except Exception:  # a broken event is logged; the run and the other events go on
@@ -162,7 +162,7 @@ async def _play(
         if applied.undo is not None and applied.undo_after_seconds is not None:
             undo_at.append((event.at + applied.undo_after_seconds, applied))
 
-    def in_background(coroutine: Any) -> None:
+    def in_background(coroutine: Coroutine[Any, Any, object]) -> None:
         # Events run beside the load: a crash waiting for its processes to die must not delay arrivals.
         task = asyncio.create_task(coroutine)
         background.add(task)
