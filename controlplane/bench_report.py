@@ -40,6 +40,12 @@ def _by_scenario(document: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
 
 
 def print_table(document: dict[str, Any], console: Console) -> None:
+    if document.get("live"):
+        table = Table(*(Column(title) for _, title in LIVE_COLUMNS), title="simulator vs live processes")
+        for entry in document["live"]:
+            table.add_row(*(_cell(entry.get(key)) for key, _ in LIVE_COLUMNS))
+        console.print(table)
+        console.print(_agreement(document["live"]))
     for scenario, runs in _by_scenario(document).items():
         table = Table(
             *(Column(title, justify="left" if key == "controllers" else "right") for key, title in COLUMNS),
@@ -119,6 +125,55 @@ def _versus_baseline(runs: list[dict[str, Any]]) -> str:
     return "; ".join(parts) + "."
 
 
+LIVE_COLUMNS = (("fidelity", "fidelity"), *COLUMNS)
+
+
+def _agreement(entries: list[dict[str, Any]]) -> str:
+    """How far the two fidelities agree: per set, and on the ranking of the sets."""
+    by_set: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+    for entry in entries:
+        by_set[entry["controllers"]][entry["fidelity"]] = entry
+    sentences = []
+    for name, pair in by_set.items():
+        if {"sim", "live"} <= set(pair):
+            sim, live = pair["sim"], pair["live"]
+            gap = (live["slo_violation_fraction"] - sim["slo_violation_fraction"]) * 100
+            ratio = (
+                f"live p99 {live['p99_ms'] / sim['p99_ms']:.2f}x the simulator's"
+                if live.get("p99_ms") and sim.get("p99_ms")
+                else "p99 not comparable"
+            )
+            sentences.append(f"`{name}`: SLO violation differs by {gap:+.1f} points, {ratio}")
+    complete = [pair for pair in by_set.values() if {"sim", "live"} <= set(pair)]
+
+    def ranking(fidelity: str) -> list[str]:
+        return [
+            pair[fidelity]["controllers"]
+            for pair in sorted(complete, key=lambda pair: pair[fidelity]["slo_violation_fraction"])
+        ]
+
+    same = ranking("sim") == ranking("live")
+    verdict = "rank the sets the same way" if same else "rank the sets differently"
+    return "; ".join(sentences) + f". On SLO violation the two fidelities {verdict}."
+
+
+def _live_lines(entries: list[dict[str, Any]]) -> list[str]:
+    first = entries[0]
+    lines = [
+        f"## Simulator vs live processes: {first['scenario']}",
+        "",
+        f"The first {first['seconds']:g} s of the scenario, once in the simulator and once as real",
+        f"processes on 127.0.0.1 at {first['live_scale']:g} of the request rate, service times stretched",
+        "by the inverse so that every replica is as busy as at the full rate, and latencies divided back",
+        "(docs/benchmark-live.md).",
+        "",
+        "| " + " | ".join(title for _, title in LIVE_COLUMNS) + " |",
+        "|" + "|".join("---" for _ in LIVE_COLUMNS) + "|",
+    ]
+    lines += ["| " + " | ".join(_cell(entry.get(key)) for key, _ in LIVE_COLUMNS) + " |" for entry in entries]
+    return [*lines, "", _agreement(entries), ""]
+
+
 def write_report(document: dict[str, Any], plots: dict[str, str], out: Path, notes: str = "") -> Path:
     """`report.md`: per scenario the comparison table, the verdict against hpa, and the plot."""
     lines = [
@@ -148,6 +203,8 @@ def write_report(document: dict[str, Any], plots: dict[str, str], out: Path, not
         if scenario in plots:
             lines += ["", f"![{scenario}]({plots[scenario]})"]
         lines.append("")
+    if document.get("live"):
+        lines += _live_lines(document["live"])
     if notes:
         lines += [notes, ""]
     path = out / "report.md"

@@ -27,8 +27,10 @@ from controlplane.bench_report import print_table, write_plots, write_report
 from controlplane.registry import default_registry
 
 # A benchmark user picking a set is the operator: learning controllers in it are promoted, or they
-# would only ever record what they would have done.
-ACTIVE = {"mode": "active", "promoted": True}
+# would only ever record what they would have done. Simulated time stands still while a controller
+# decides, so its wall-clock budget only guards against a hang: a busy machine must not turn a slow decide
+# into a fault (and a run into a different run).
+ACTIVE = {"mode": "active", "promoted": True, "time_budget_seconds": 60.0}
 # The controller sets of the comparison. `builtin` is this project's answer to the baselines: the
 # model-based autoscaler, detect-localize-act remediation, graph-aware placement and outlier-aware routing.
 # The bulkheads (`isolation`) are left out of it: they trade failed requests for latency, and this
@@ -102,6 +104,55 @@ def _run_one(spec: RunSpec) -> dict[str, Any]:
     return {"run": entry, "series": series}
 
 
+@dataclass(frozen=True, slots=True)
+class LiveSettings:
+    """`--live`: the first scenario, cut to `seconds`, as real processes at `scale` of its request rate."""
+
+    scale: float = 0.05
+    seconds: float = 120.0
+
+
+def _live_comparison(
+    scenario_name: str, sets: Sequence[str], seed: int, settings: LiveSettings, out: Path, console: Console
+) -> list[dict[str, Any]]:
+    """Each set on the same cut of one scenario, live and simulated; entries tagged with their fidelity."""
+    import dataclasses
+
+    from services.live.runner import run_live
+    from services.sim.runner import run_scenario
+    from services.sim.scenario import load_scenario
+
+    full = load_scenario(scenario_name)
+    seconds = min(settings.seconds, full.duration_seconds)
+    scenario = dataclasses.replace(
+        full,
+        duration_seconds=seconds,
+        events=tuple(event for event in full.events if event.at < seconds),
+        warmup_seconds=min(full.warmup_seconds, seconds / 4),
+    )
+    entries = []
+    for name in sets:
+        console.print(f"live: {scenario.name} / {name} ({seconds:g} s at {settings.scale:g} of the rate)")
+        store = out / "decisions" / f"{scenario.name}__{_safe(name)}__sim-cut.db"
+        store.unlink(missing_ok=True)
+        simulated = asyncio.run(run_scenario(scenario, controller_set(name), seed, name, store))
+        live, _ = asyncio.run(
+            run_live(
+                scenario,
+                controller_set(name),
+                seed,
+                scale=settings.scale,
+                label=name,
+                workdir=out / "live" / f"{scenario.name}__{_safe(name)}",
+            )
+        )
+        for fidelity, result in (("sim", simulated.score), ("live", live)):
+            entry = _finite(result.as_dict())
+            entry.update(fidelity=fidelity, seconds=seconds, live_scale=settings.scale)
+            entries.append(entry)
+    return entries
+
+
 def _app_slo(scenario: Any) -> float:
     from services.sim.app import load_app
 
@@ -116,6 +167,7 @@ def run_bench(
     jobs: int,
     as_json: bool = False,
     console: Console | None = None,
+    live: LiveSettings | None = None,
 ) -> dict[str, Any]:
     """Run the grid, write the outputs, print the table (or JSON); returns the results document."""
     from services.sim.scenario import load_scenario
@@ -152,7 +204,9 @@ def run_bench(
             outcomes[spec.scenario, spec.controllers] = future.result()
             progress.update(task, advance=1, description=f"{names[spec.scenario]} / {spec.controllers}")
     ordered = [outcomes[spec.scenario, spec.controllers] for spec in specs]
-    document = {"runs": [_finite(outcome["run"]) for outcome in ordered]}
+    document: dict[str, Any] = {"runs": [_finite(outcome["run"]) for outcome in ordered]}
+    if live is not None:
+        document["live"] = _live_comparison(scenarios[0], sets, seed, live, out, console)
     (out / "results.json").write_text(json.dumps(document, indent=2, allow_nan=False) + "\n")
     plots = write_plots(ordered, out)
     write_report(document, plots, out)

@@ -197,6 +197,7 @@ def _bench_loop(args: argparse.Namespace) -> int:
 
 def _bench_scenarios(args: argparse.Namespace) -> int:
     from controlplane.bench_scenarios import (
+        LiveSettings,
         default_jobs,
         resolve_scenarios,
         run_bench,
@@ -211,6 +212,7 @@ def _bench_scenarios(args: argparse.Namespace) -> int:
             Path(args.out),
             args.jobs or default_jobs(),
             as_json=args.json,
+            live=LiveSettings(args.live_scale, args.live_seconds) if args.live else None,
         )
     except ValueError as error:
         print(f"controlplane bench: {error}", file=sys.stderr)
@@ -317,6 +319,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--out", default="bench-results", help="output directory")
     bench.add_argument("--jobs", type=int, default=0, help="runs at once (default: cores, at most 4)")
     bench.add_argument("--json", action="store_true", help="print results.json to stdout")
+    bench.add_argument(
+        "--live",
+        action="store_true",
+        help="also run the first scenario as real processes on 127.0.0.1, next to the simulator",
+    )
+    bench.add_argument("--live-scale", type=float, default=0.05, help="share of the request rate run live")
+    bench.add_argument("--live-seconds", type=float, default=120.0, help="seconds of the scenario run live")
     bench.set_defaults(run=_bench_scenarios)
     benches = bench.add_subparsers(dest="bench", required=False, metavar="{ingest,loop,sim-speed}")
     speed = benches.add_parser("sim-speed", help="simulated requests per wall second, on one core")

@@ -105,3 +105,47 @@ def pip_install_target(sources: list[Path], site: Path) -> None:
         capture_output=True,
         timeout=120,
     )
+
+
+# A three-service application and a short steady scenario over it (the scenario names the app file
+# `tiny.toml` beside it): small enough to run live, as real processes, inside a test.
+TINY_APP = """
+name = "tiny"
+slo_p99_ms = 50.0
+
+[services.front]
+service_time_ms = 1.0
+concurrency = 16
+startup_seconds = 0.5
+
+[services.api]
+service_time_ms = 2.0
+concurrency = 4
+startup_seconds = 1.5
+
+[services.store]
+service_time_ms = 1.0
+concurrency = 4
+startup_seconds = 0.5
+
+[requests.read]
+entry = "front"
+operation = "GET /read"
+
+[requests.read.calls]
+front = [["api"]]
+api = [["store"]]
+"""
+
+TINY_SCENARIO = """
+name = "tiny-steady"
+app = "tiny.toml"
+duration_seconds = 6
+warmup_seconds = 1
+
+[workload]
+mean_rps = 300
+
+[cluster]
+nodes = 1
+"""

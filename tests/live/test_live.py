@@ -41,48 +41,7 @@ from services.live.protocol import CALL_PREFIX, REQUEST_TYPE_HEADER, STATS_PATH
 from services.live.runner import run_live
 from services.sim.results import RunRecorder
 from services.sim.scenario import Event, load_scenario
-from tests.support import RunningServer, running_server
-
-TINY_APP = """
-name = "tiny"
-slo_p99_ms = 50.0
-
-[services.front]
-service_time_ms = 1.0
-concurrency = 16
-startup_seconds = 0.5
-
-[services.api]
-service_time_ms = 2.0
-concurrency = 4
-startup_seconds = 1.5
-
-[services.store]
-service_time_ms = 1.0
-concurrency = 4
-startup_seconds = 0.5
-
-[requests.read]
-entry = "front"
-operation = "GET /read"
-
-[requests.read.calls]
-front = [["api"]]
-api = [["store"]]
-"""
-
-TINY_SCENARIO = """
-name = "tiny-steady"
-app = "tiny.toml"
-duration_seconds = 6
-warmup_seconds = 1
-
-[workload]
-mean_rps = 300
-
-[cluster]
-nodes = 1
-"""
+from tests.support import TINY_APP, TINY_SCENARIO, RunningServer, running_server
 
 SPANS_PER_REQUEST = 5  # front server + client, api server + client, store server
 

@@ -4,7 +4,7 @@ import json
 import subprocess
 import sys
 
-from tests.support import REPO
+from tests.support import REPO, TINY_APP, TINY_SCENARIO
 
 SCENARIO = """
 name = "tiny"
@@ -75,3 +75,33 @@ def test_bench_refuses_an_unknown_controller_set_before_running() -> None:
     )
     assert result.returncode == 2
     assert "no-such-controller" in result.stderr and "hpa" in result.stderr
+
+
+def test_bench_live_puts_real_processes_next_to_the_simulator(tmp_path) -> None:
+    (tmp_path / "tiny.toml").write_text(TINY_APP)
+    (tmp_path / "scenario.toml").write_text(TINY_SCENARIO)
+    out = tmp_path / "out"
+    command = [
+        sys.executable,
+        "-m",
+        "controlplane.cli",
+        "bench",
+        "--scenario",
+        str(tmp_path / "scenario.toml"),
+    ]
+    command += ["--controllers", "static", "--out", str(out), "--jobs", "1", "--json"]
+    command += ["--live", "--live-scale", "0.1", "--live-seconds", "6"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    live = document["live"]
+    assert [(entry["controllers"], entry["fidelity"]) for entry in live] == [
+        ("static", "sim"),
+        ("static", "live"),
+    ]
+    for entry in live:
+        assert entry["scenario"] == "tiny-steady" and entry["requests"] > 0 and entry["seconds"] == 6
+    # The live run plays a tenth of the rate: about a tenth of the simulator's requests.
+    assert 0.03 < live[1]["requests"] / live[0]["requests"] < 0.3
+    report = (out / "report.md").read_text()
+    assert "## Simulator vs live processes: tiny-steady" in report and "rank the sets" in report

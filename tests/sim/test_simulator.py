@@ -62,7 +62,8 @@ def test_seeded_benchmark_runs_are_reproducible_through_the_control_loop(tmp_pat
         events=(Event(15.0, "interference", {"node": "node-1", "slowdown": 4.0}, 10.0),),
         warmup_seconds=5,
     )
-    controllers = {"hpa": {"mode": "active", "period_seconds": 5.0}, "queueing": {"mode": "active"}}
+    budget = {"mode": "active", "time_budget_seconds": 60.0}  # a busy machine must not fault a decide
+    controllers = {"hpa": {**budget, "period_seconds": 5.0}, "queueing": budget}
     first = asyncio.run(run_scenario(scenario, controllers, 3, "x", tmp_path / "a.db"))
     second = asyncio.run(run_scenario(scenario, controllers, 3, "x", tmp_path / "b.db"))
     assert first.score == second.score
