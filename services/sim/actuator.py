@@ -53,10 +53,11 @@ class SimActuator(Actuator):
                 max_replicas=spec.max_replicas,
                 version=state.version.name,
             )
-            for replica in live:
-                owners[replica.name] = name
-                if replica.node is not None:
-                    placements[replica.name] = replica.node.name
+            for replica in state.replicas:  # surge replicas of a rollout run somewhere too
+                if replica.state != DOWN or replica.recover_at is not None:
+                    owners[replica.name] = name
+                    if replica.node is not None:
+                        placements[replica.name] = replica.node.name
             if state.weights:
                 routing[name] = dict(state.weights)
         nodes = {
@@ -102,9 +103,12 @@ class SimActuator(Actuator):
             pending = sum(1 for replica in added if replica.node is None)
             note = f" ({pending} pending: no node has room)" if pending else ""
             return Outcome(True, f"{name}: starting {len(added)} replica(s), {replicas} in all{note}")
-        # Scale in: starting replicas first, then the newest ready ones.
+        # Scale in: starting replicas first, then the newest ready ones; a replica going takes the one
+        # being started to replace it (a rollout in progress) with it.
         victims = sorted(live, key=lambda replica: (replica.state == READY, -_number(replica)))
         for replica in victims[: len(live) - replicas]:
+            for surge in [other for other in state.replicas if other.replaces is replica]:
+                self.sim.remove_replica(surge)
             self.sim.retire(replica)
         return Outcome(True, f"{name}: {replicas} replica(s), {len(live) - replicas} draining")
 
@@ -167,11 +171,15 @@ class SimActuator(Actuator):
 
 
 def _live(state: ServiceState) -> list[Replica]:
-    """Replicas that count: starting, ready, pending, or crashed and about to be restarted."""
+    """Replicas that count: starting, ready, pending, or crashed and about to be restarted. A replica
+    started to replace another (rollout, restart, migration) is the surge of a rolling update, as
+    Kubernetes' maxSurge: the service's replica count does not include it until it has taken over."""
     return [
         replica
         for replica in state.replicas
-        if replica.state != DRAINING and (replica.state != DOWN or replica.recover_at is not None)
+        if replica.state != DRAINING
+        and replica.replaces is None
+        and (replica.state != DOWN or replica.recover_at is not None)
     ]
 
 

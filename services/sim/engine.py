@@ -37,6 +37,7 @@ from services.sim.scenario import ClusterSpec
 MAX_QUEUE_PER_WORKER = 50  # a replica refuses (503) beyond this many waiting requests per worker
 EVICTION_SECONDS = 60.0  # replicas of a dead node are rescheduled after this (Kubernetes: 300 s default)
 KIND_SERVER = 2
+KIND_CLIENT = 3
 STATUS_ERROR = 2
 
 
@@ -125,7 +126,9 @@ class Simulator:
                 )
         self._next_trace = 1
         self._next_span = 1
-        self.spans: list[tuple] = []  # finished visits not yet exported
+        self.spans: list[Visit] = []  # finished visits not yet exported
+        # Calls that failed without a server span: (calling visit, callee, trace, time), not yet exported.
+        self.failed_calls: list[tuple[Visit, str, int, float]] = []
         self.requests_started = 0
         self.pending: list[Replica] = []  # replicas that fit on no node yet
         for name, state in self.services.items():
@@ -189,9 +192,12 @@ class Simulator:
         self, trace: int, request: RequestType, arrival: float, state: ServiceState, parent: Visit | None
     ) -> None:
         visit = Visit(trace, request, arrival, state, parent)
+        visit.span_id = self._next_span
+        self._next_span += 1
         replica = self._pick(state) if state.admit(self.now) else None
         if replica is None:  # shed by isolation, or no ready replica: the call fails at once
             visit.error = True
+            self._failed_call(visit)
             self.at(self.now, self._answered, visit)
             return
         visit.replica = replica
@@ -259,7 +265,17 @@ class Simulator:
         visit.service.in_flight -= 1
         visit.error = True
         visit.replica = None
+        self._failed_call(visit)
         self._answered(visit)
+
+    def _failed_call(self, visit: Visit) -> None:
+        """A call that got no server span (refused, shed, reset): the caller's CLIENT span records it.
+
+        Only failed calls get client spans (see `take_spans`): without them a dead service would simply
+        vanish from the traces, while real instrumentation shows its callers' errors towards it.
+        """
+        if visit.parent is not None:
+            self.failed_calls.append((visit.parent, visit.service.spec.name, visit.trace, self.now))
 
     def _start(self, visit: Visit) -> None:
         replica = visit.replica
@@ -305,8 +321,6 @@ class Simulator:
         ):
             visit.error = True
         visit.end = self.now
-        visit.span_id = self._next_span
-        self._next_span += 1
         self.spans.append(visit)
         self._serve_queue(replica)
         parent = visit.parent
@@ -348,12 +362,7 @@ class Simulator:
             replica = visit.replica
             scope = by_replica.get(replica)
             if scope is None:
-                resource = request.resource_spans.add()
-                attributes = resource.resource.attributes
-                attributes.add(key="service.name").value.string_value = replica.service
-                attributes.add(key="service.version").value.string_value = replica.version.name
-                attributes.add(key="service.instance.id").value.string_value = replica.name
-                scope = by_replica[replica] = resource.scope_spans.add().spans
+                scope = by_replica[replica] = self._resource(request, replica)
             parent = visit.parent
             span = scope.add(
                 trace_id=visit.trace.to_bytes(16, "big"),
@@ -366,8 +375,37 @@ class Simulator:
             )
             if visit.error:
                 span.status.code = STATUS_ERROR
+        for caller, callee, trace, at in self.failed_calls:
+            replica = caller.replica
+            scope = by_replica.get(replica)
+            if scope is None:
+                scope = by_replica[replica] = self._resource(request, replica)
+            stamp = int((base + at) * 1e9)
+            span = scope.add(
+                trace_id=trace.to_bytes(16, "big"),
+                span_id=self._next_span.to_bytes(8, "big"),
+                parent_span_id=caller.span_id.to_bytes(8, "big"),
+                name=callee,
+                kind=KIND_CLIENT,
+                start_time_unix_nano=stamp,
+                end_time_unix_nano=stamp,
+            )
+            self._next_span += 1
+            span.attributes.add(key="peer.service").value.string_value = callee
+            span.status.code = STATUS_ERROR
         self.spans = []
+        self.failed_calls = []
         return request
+
+    @staticmethod
+    def _resource(request: ExportTraceServiceRequest, replica: Replica):
+        """A new resource (service, version, instance) in `request`; returns its span list."""
+        resource = request.resource_spans.add()
+        attributes = resource.resource.attributes
+        attributes.add(key="service.name").value.string_value = replica.service
+        attributes.add(key="service.version").value.string_value = replica.version.name
+        attributes.add(key="service.instance.id").value.string_value = replica.name
+        return resource.scope_spans.add().spans
 
     # --- replicas ---------------------------------------------------------------------------------------
 
@@ -510,6 +548,7 @@ class Simulator:
             visit.service.in_flight -= 1
             answer = Visit(visit.trace, visit.request, visit.arrival, visit.service, visit.parent)
             answer.error = True
+            self._failed_call(answer)
             self.at(self.now, self._answered, answer)
 
     def _routes_changed(self, state: ServiceState) -> None:

@@ -268,3 +268,34 @@ def test_replicas_leave_a_failed_or_departing_node(kind: str) -> None:
     for state in sim.services.values():
         assert all(r.node is not None and r.node.name != "node-0" for r in state.replicas if r.state == READY)
         assert len([r for r in state.replicas if r.state == READY]) == state.spec.replicas
+
+
+def test_calls_to_a_crashed_service_show_as_its_callers_failing_calls_in_the_model() -> None:
+    sim = _sim(seconds=60)
+    model = TelemetryModel(ModelConfig(window_seconds=10.0), clock=lambda: sim.base_unix + sim.now)
+    for second in range(4):
+        if second == 1:
+            crash = {"service": "post-storage-service", "replicas": 2, "recover_seconds": 90}
+            apply_event(sim, Event(1.0, "crash", crash))
+        sim.schedule_arrivals(float(second), 200.0)
+        sim.run_until(second + 1.0)
+        model.ingest(sim.take_spans())
+    model.flush()  # unanswered client spans become calls once their time-out passes
+    snapshot = model.snapshot()
+    into = {edge.source: edge for edge in snapshot.edges if edge.target == "post-storage-service"}
+    assert set(into) == {"home-timeline-service", "user-timeline-service", "compose-post-service"}
+    # One healthy second, three dead ones: the callers see mostly failures.
+    assert all(edge.stats.error_rate > 0.6 for edge in into.values())
+    assert snapshot.node("post-storage-service").kind == "service"
+
+
+def test_scaling_in_during_a_rollout_keeps_the_rollout_going() -> None:
+    sim = _sim(seconds=60)
+    actuator = SimActuator(sim)
+    apply_event(sim, Event(0.0, "rollout", {"service": "text-service", "version": "v2"}))
+    inventory = asyncio.run(actuator.inventory())
+    assert inventory.services["text-service"].replicas == 1  # the surge replica is not counted
+    assert len(inventory.placements) == sum(len(state.replicas) for state in sim.services.values())
+    assert asyncio.run(actuator.apply(Scale(target="text-service", replicas=1))).ok  # an autoscaler's no-op
+    sim.run_until(10.0)
+    assert [(r.version.name, r.state) for r in sim.services["text-service"].replicas] == [("v2", READY)]
