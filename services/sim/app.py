@@ -8,12 +8,13 @@ with the field that is wrong, before anything runs.
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeVar
 
+T = TypeVar("T")
 DEMO_APP = Path(__file__).resolve().parent.parent / "demo" / "socialnetwork.toml"
 
 
@@ -196,14 +197,19 @@ def parse_app(document: Mapping[str, Any]) -> AppSpec:
     )
 
 
-def load_app(path: str | Path = DEMO_APP) -> AppSpec:
-    """Read an application description file (TOML)."""
+def parse_toml_file(path: str | Path, parse: Callable[[dict[str, Any]], T]) -> T:
+    """`parse` applied to a TOML file; any ValueError (bad TOML, a wrong field) names the file."""
     with open(path, "rb") as handle:
         try:
             document = tomllib.load(handle)
         except tomllib.TOMLDecodeError as error:
             raise ValueError(f"{path}: not valid TOML: {error}") from None
     try:
-        return parse_app(document)
+        return parse(document)
     except ValueError as error:
         raise ValueError(f"{path}: {error}") from None
+
+
+def load_app(path: str | Path = DEMO_APP) -> AppSpec:
+    """Read an application description file (TOML)."""
+    return parse_toml_file(path, parse_app)

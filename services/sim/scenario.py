@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import os
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
@@ -20,7 +19,7 @@ from types import MappingProxyType
 from typing import Any
 
 from controlplane.taxonomy import Dynamics
-from services.sim.app import DEMO_APP
+from services.sim.app import DEMO_APP, parse_toml_file
 
 SCENARIO_DIR = Path(__file__).resolve().parent / "scenarios"
 REPO = Path(__file__).resolve().parents[2]
@@ -216,15 +215,7 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
         path = SCENARIO_DIR / f"{name_or_path}.toml"
         if not path.exists():
             raise ValueError(f"no scenario named {str(name_or_path)!r}; bundled: {bundled_scenarios()}")
-    with open(path, "rb") as handle:
-        try:
-            document = tomllib.load(handle)
-        except tomllib.TOMLDecodeError as error:
-            raise ValueError(f"{path}: not valid TOML: {error}") from None
-    try:
-        return parse_scenario(document, path.stem, path.parent)
-    except ValueError as error:
-        raise ValueError(f"{path}: {error}") from None
+    return parse_toml_file(path, lambda document: parse_scenario(document, path.stem, path.parent))
 
 
 def bundled_scenarios() -> list[str]:
