@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class NodeState(_message.Message):
-    __slots__ = ("node", "online", "session", "cpu_capacity", "memory_capacity_mb", "labels", "replicas", "routing", "sent_at_unix")
+    __slots__ = ("node", "online", "session", "cpu_capacity", "memory_capacity_mb", "labels", "replicas", "routing", "sent_at_unix", "services")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -32,6 +32,7 @@ class NodeState(_message.Message):
     REPLICAS_FIELD_NUMBER: _ClassVar[int]
     ROUTING_FIELD_NUMBER: _ClassVar[int]
     SENT_AT_UNIX_FIELD_NUMBER: _ClassVar[int]
+    SERVICES_FIELD_NUMBER: _ClassVar[int]
     node: str
     online: bool
     session: str
@@ -41,23 +42,34 @@ class NodeState(_message.Message):
     replicas: _containers.RepeatedCompositeFieldContainer[ReplicaState]
     routing: _containers.MessageMap[str, RouteWeights]
     sent_at_unix: float
-    def __init__(self, node: _Optional[str] = ..., online: _Optional[bool] = ..., session: _Optional[str] = ..., cpu_capacity: _Optional[float] = ..., memory_capacity_mb: _Optional[float] = ..., labels: _Optional[_Mapping[str, str]] = ..., replicas: _Optional[_Iterable[_Union[ReplicaState, _Mapping]]] = ..., routing: _Optional[_Mapping[str, RouteWeights]] = ..., sent_at_unix: _Optional[float] = ...) -> None: ...
+    services: _containers.RepeatedCompositeFieldContainer[ServiceState]
+    def __init__(self, node: _Optional[str] = ..., online: _Optional[bool] = ..., session: _Optional[str] = ..., cpu_capacity: _Optional[float] = ..., memory_capacity_mb: _Optional[float] = ..., labels: _Optional[_Mapping[str, str]] = ..., replicas: _Optional[_Iterable[_Union[ReplicaState, _Mapping]]] = ..., routing: _Optional[_Mapping[str, RouteWeights]] = ..., sent_at_unix: _Optional[float] = ..., services: _Optional[_Iterable[_Union[ServiceState, _Mapping]]] = ...) -> None: ...
 
-class ReplicaState(_message.Message):
-    __slots__ = ("replica", "service", "ready", "cpu_request", "memory_request_mb", "version")
-    REPLICA_FIELD_NUMBER: _ClassVar[int]
-    SERVICE_FIELD_NUMBER: _ClassVar[int]
-    READY_FIELD_NUMBER: _ClassVar[int]
+class ServiceState(_message.Message):
+    __slots__ = ("name", "replicas", "ready_replicas", "cpu_request", "memory_request_mb", "version")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    READY_REPLICAS_FIELD_NUMBER: _ClassVar[int]
     CPU_REQUEST_FIELD_NUMBER: _ClassVar[int]
     MEMORY_REQUEST_MB_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
-    replica: str
-    service: str
-    ready: bool
+    name: str
+    replicas: int
+    ready_replicas: int
     cpu_request: float
     memory_request_mb: float
     version: str
-    def __init__(self, replica: _Optional[str] = ..., service: _Optional[str] = ..., ready: _Optional[bool] = ..., cpu_request: _Optional[float] = ..., memory_request_mb: _Optional[float] = ..., version: _Optional[str] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., replicas: _Optional[int] = ..., ready_replicas: _Optional[int] = ..., cpu_request: _Optional[float] = ..., memory_request_mb: _Optional[float] = ..., version: _Optional[str] = ...) -> None: ...
+
+class ReplicaState(_message.Message):
+    __slots__ = ("replica", "service", "ready")
+    REPLICA_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    READY_FIELD_NUMBER: _ClassVar[int]
+    replica: str
+    service: str
+    ready: bool
+    def __init__(self, replica: _Optional[str] = ..., service: _Optional[str] = ..., ready: _Optional[bool] = ...) -> None: ...
 
 class RouteWeights(_message.Message):
     __slots__ = ("weights",)
