@@ -31,7 +31,14 @@ from controlplane.guardrails import GuardrailConfig
 from controlplane.mqtt import topics
 from controlplane.mqtt.applied_log import RETENTION_SECONDS, AppliedLog
 from controlplane.mqtt.bounds import Bounds, NoBoundsYet, bounds_from_pb
-from controlplane.mqtt.codec import MalformedPayload, action_from_pb, decode, local_decision_pb
+from controlplane.mqtt.codec import (
+    MalformedPayload,
+    NotOwned,
+    action_from_pb,
+    check_owner,
+    decode,
+    local_decision_pb,
+)
 from controlplane.mqtt.connection import BrokerSettings, MqttLink
 from controlplane.mqtt.fleet import node_state_pb
 from controlplane.mqtt.telemetry_codec import report_pb
@@ -240,15 +247,15 @@ class NodeAgent:
                 self._on_bounds(decode(apb.NodeBounds, bytes(payload)))
             elif parsed.kind is Kind.DECISIONS_ACK:
                 ack = decode(apb.DecisionAck, bytes(payload))
-                if ack.node != self.node:
-                    raise MalformedPayload(f"ack for node {ack.node!r}")
+                check_owner(self.node, ack.node)
                 self.applied.set_acked_decisions(ack.up_to_local_id)
+        except NotOwned as error:
+            self._reject("topic not owned", f"{name}: {error}")
         except MalformedPayload as error:
             self._reject("malformed payload", f"{name}: {error}")
 
     def _on_bounds(self, message: apb.NodeBounds) -> None:
-        if message.node != self.node:
-            raise MalformedPayload(f"bounds addressed to node {message.node!r}, not {self.node!r}")
+        check_owner(self.node, message.node)
         self.bounds = bounds_from_pb(message)
         self.loop.coordinator.bounds = self.bounds
         log.info("agent %s: bounds version %d from the plane", self.node, self.bounds.version)
@@ -257,8 +264,7 @@ class NodeAgent:
         key = request.decision_key
         if not key:
             raise MalformedPayload("an action request needs a decision_key")
-        if request.node != self.node:
-            raise MalformedPayload(f"action addressed to node {request.node!r}, not {self.node!r}")
+        check_owner(self.node, request.node)
         known = await asyncio.to_thread(self.applied.get, key)
         if known is not None:
             self.duplicate_deliveries += 1

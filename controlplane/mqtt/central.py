@@ -33,7 +33,14 @@ from controlplane.actions import Action, Place, ReconfigurePipeline, Remediate, 
 from controlplane.actuator import Actuator, Outcome
 from controlplane.mqtt import topics
 from controlplane.mqtt.bounds import Bounds, bounds_pb
-from controlplane.mqtt.codec import MalformedPayload, action_pb, decision_from_local, decode
+from controlplane.mqtt.codec import (
+    MalformedPayload,
+    NotOwned,
+    action_pb,
+    check_owner,
+    decision_from_local,
+    decode,
+)
 from controlplane.mqtt.connection import BrokerSettings, MqttLink
 from controlplane.mqtt.fleet import Fleet
 from controlplane.mqtt.telemetry_codec import aggregates_from_pb
@@ -250,13 +257,13 @@ class MqttActuator(Actuator):
                 ack = decode(apb.DecisionAck, payload)  # our own retained acks: where we left off
                 known = self._decisions_stored.get(parsed.node, 0)
                 self._decisions_stored[parsed.node] = max(known, ack.up_to_local_id)
-        except _NotOwned as error:
+        except NotOwned as error:
             self._reject("topic not owned", f"{name}: {error}")
         except MalformedPayload as error:
             self._reject("malformed payload", f"{name}: {error}")
 
     async def _on_state(self, node: str, state: apb.NodeState) -> None:
-        _check_owner(node, state.node)
+        check_owner(node, state.node)
         known = self.fleet.states.get(node)
         born = state.online and (known is None or not known.online or known.session != state.session)
         if not self.fleet.update(state):
@@ -273,17 +280,17 @@ class MqttActuator(Actuator):
             log.warning("node %s offline (last will or shutdown)", node)
 
     def _on_outcome(self, node: str, outcome: apb.ActionOutcome) -> None:
-        _check_owner(node, outcome.node)
+        check_owner(node, outcome.node)
         pending = self.pending.get(outcome.decision_key)
         if pending is None or pending.answer.done():
             self.late_outcomes += 1  # a repeat answer, or one after the timeout
             return
         if pending.node != node:
-            raise _NotOwned(f"node {node} answered for an action sent to {pending.node}")
+            raise NotOwned(f"node {node} answered for an action sent to {pending.node}")
         pending.answer.set_result(outcome)
 
     def _on_telemetry(self, node: str, report: apb.TelemetryReport) -> None:
-        _check_owner(node, report.node)
+        check_owner(node, report.node)
         if self.model is None:
             return
         last = self._telemetry_seq.get(node, 0)
@@ -298,7 +305,7 @@ class MqttActuator(Actuator):
         self.telemetry_reports += 1
 
     async def _on_decisions(self, node: str, report: apb.DecisionReport) -> None:
-        _check_owner(node, report.node)
+        check_owner(node, report.node)
         stored_up_to = self._decisions_stored.get(node, 0)
         fresh = [item for item in report.decisions if item.local_id > stored_up_to]
         if not report.decisions:
@@ -317,11 +324,3 @@ class MqttActuator(Actuator):
         if fresh and self.on_decisions is not None:
             await self.on_decisions()
 
-
-class _NotOwned(MalformedPayload):
-    """A payload naming another node than the topic it was published on."""
-
-
-def _check_owner(topic_node: str, payload_node: str) -> None:
-    if payload_node != topic_node:
-        raise _NotOwned(f"payload of node {payload_node!r} on node {topic_node!r}'s topic")

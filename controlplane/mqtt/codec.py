@@ -32,6 +32,16 @@ class MalformedPayload(ValueError):
     """A message that is not a valid payload of the kind its topic says."""
 
 
+class NotOwned(MalformedPayload):
+    """A payload naming another node than the one whose topic it came on."""
+
+
+def check_owner(topic_node: str, payload_node: str) -> None:
+    """NotOwned unless the payload names the node whose topic carried it."""
+    if payload_node != topic_node:
+        raise NotOwned(f"payload names node {payload_node!r} but came on node {topic_node!r}'s topic")
+
+
 def decode(kind: type[M], payload: bytes) -> M:
     """Parse `payload` as a `kind` message; MalformedPayload if it is not one."""
     message = kind()
