@@ -277,7 +277,7 @@ class MqttActuator(Actuator):
                 if pending.node == node:
                     await self._send(pending)
         elif not state.online:
-            log.warning("node %s offline (last will or shutdown)", node)
+            log.warning("node %s offline (last will or shutdown of session %s)", node, state.session)
 
     def _on_outcome(self, node: str, outcome: apb.ActionOutcome) -> None:
         check_owner(node, outcome.node)

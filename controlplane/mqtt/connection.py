@@ -106,17 +106,26 @@ class MqttLink:
         self.connections = 0
         self.last_error = ""
         self._client: aiomqtt.Client | None = None
-        self._task: asyncio.Task | None = None
+        # Done when the current connection is lost: publishes waiting for a PUBACK give up at once.
+        self._lost: asyncio.Future[None] | None = None
+        # Messages are handled by a worker of their own, so that a handler waiting for a publish never
+        # keeps the link from noticing that the connection dropped.
+        self._inbox: asyncio.Queue[aiomqtt.Message] = asyncio.Queue()
+        self._tasks: list[asyncio.Task] = []
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name=f"mqtt {self.identifier}")
+        self._tasks = [
+            asyncio.create_task(self._run(), name=f"mqtt {self.identifier}"),
+            asyncio.create_task(self._work(), name=f"mqtt {self.identifier} handler"),
+        ]
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+                await task
+        self._tasks = []
 
     async def wait_connected(self, timeout: float) -> None:
         """Until the link is up; TimeoutError after `timeout` seconds (with the last error)."""
@@ -130,10 +139,19 @@ class MqttLink:
 
     async def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
         """Publish now; NotConnected (an MqttError) while the link is down, MqttError if it drops."""
-        client = self._client
-        if client is None or not self.connected.is_set():
+        client, lost = self._client, self._lost
+        if client is None or lost is None or lost.done():
             raise NotConnected(f"not connected to {self.settings.url}")
-        await client.publish(topic, payload, qos=qos, retain=retain)
+        if qos == 0:
+            await client.publish(topic, payload, qos=qos, retain=retain)
+            return
+        publishing = asyncio.ensure_future(client.publish(topic, payload, qos=qos, retain=retain))
+        await asyncio.wait((publishing, lost), return_when=asyncio.FIRST_COMPLETED)
+        if publishing.done():
+            publishing.result()
+            return
+        publishing.cancel()
+        raise NotConnected(f"connection to {self.settings.url} lost before the broker confirmed")
 
     async def _run(self) -> None:
         delay = self.min_backoff_seconds
@@ -150,6 +168,7 @@ class MqttLink:
             try:
                 async with client:
                     self._client = client
+                    self._lost = asyncio.get_running_loop().create_future()
                     for name, qos in self.subscriptions:
                         await client.subscribe(name, qos)
                     self.connected.set()
@@ -159,21 +178,28 @@ class MqttLink:
                     if self.on_connect is not None:
                         await self.on_connect()
                     async for message in client.messages:
-                        await self._handle(message)
+                        self._inbox.put_nowait(message)
             except aiomqtt.MqttError as error:
                 self.last_error = str(error)
                 log.info("MQTT link %s down: %s; reconnecting in %.2f s", self.identifier, error, delay)
             finally:
                 self._client = None
                 self.connected.clear()
+                if self._lost is not None and not self._lost.done():
+                    self._lost.set_result(None)
             # Jitter spreads the reconnections of many agents after a broker restart.
             await asyncio.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, self.max_backoff_seconds)
 
+    async def _work(self) -> None:
+        while True:
+            message = await self._inbox.get()
+            await self._handle(message)
+
     async def _handle(self, message: aiomqtt.Message) -> None:
         try:
             await self.on_message(message)
-        except aiomqtt.MqttError:
-            raise
+        except aiomqtt.MqttError as error:
+            log.info("MQTT link %s: a reply to %s was not sent: %s", self.identifier, message.topic, error)
         except Exception:  # a bug in one handler must not take the link down
             log.exception("MQTT link %s: handling a message on %s failed", self.identifier, message.topic)

@@ -51,12 +51,20 @@ class Fleet:
 
     def __init__(self) -> None:
         self.states: dict[str, apb.NodeState] = {}
+        # Sessions that went offline never come back: a retained birth of one, redelivered after a broker
+        # restart, is stale.
+        self._ended: set[tuple[str, str]] = set()
 
     def update(self, state: apb.NodeState) -> bool:
-        """Take a node's new state; False if it is a last will left by an older session (ignored)."""
+        """Take a node's new state; False if it is stale (ignored): a last will left by an older session,
+        or the birth of a session that has already ended."""
         known = self.states.get(state.node)
         if not state.online and known is not None and state.session != known.session:
             return False
+        if state.online and (state.node, state.session) in self._ended:
+            return False
+        if not state.online:
+            self._ended.add((state.node, state.session))
         if not state.online and known is not None:
             # The will carries no inventory: keep what the node ran, now on a node that is not ready.
             offline = apb.NodeState()
