@@ -280,8 +280,8 @@ class NodeAgent:
             action = action_from_pb(request.action)
         except MalformedPayload as error:
             # Answered, so that the plane records why at once instead of waiting for its timeout.
-            self._reject("malformed payload", f"action {key}: {error}")
             await asyncio.to_thread(self.applied.finish, key, False, f"malformed action: {error}", now)
+            self._reject("malformed payload", f"action {key}: {error}")
             await self._answer(key, False, f"malformed action: {error}")
             return
         if request.deadline_unix and now > request.deadline_unix:

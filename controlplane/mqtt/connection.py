@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import socket
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
@@ -164,6 +165,8 @@ class MqttLink:
                 keepalive=self.keepalive_seconds,
                 timeout=10.0,
                 max_inflight_messages=1000,
+                # Small messages, sent at once: Nagle's algorithm would hold them back for delayed ACKs.
+                socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
             )
             try:
                 async with client:
