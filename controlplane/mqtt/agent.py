@@ -265,7 +265,7 @@ class NodeAgent:
         if not key:
             raise MalformedPayload("an action request needs a decision_key")
         check_owner(self.node, request.node)
-        known = await asyncio.to_thread(self.applied.get, key)
+        known = self.applied.get(key)  # a primary-key read: shorter than a hop to a thread
         if known is not None:
             self.duplicate_deliveries += 1
             if known.finished:
@@ -297,10 +297,16 @@ class NodeAgent:
             outcome = Outcome(False, f"actuator error: {type(error).__name__}: {error}")
         await asyncio.to_thread(self.applied.finish, key, outcome.ok, outcome.detail, self.clock())
         self.applied_actions += outcome.ok
-        with contextlib.suppress(aiomqtt.MqttError):
-            # State before outcome: when the plane reads the outcome, its inventory already shows the change.
+        # State before outcome, both at once: the broker forwards one client's messages in the order they
+        # were sent, so when the plane reads the outcome its inventory already shows the change, and
+        # neither waits for the other's acknowledgement.
+        await asyncio.gather(self._publish_state_quietly(), self._answer(key, outcome.ok, outcome.detail))
+
+    async def _publish_state_quietly(self) -> None:
+        try:
             await self.publish_state()
-        await self._answer(key, outcome.ok, outcome.detail)
+        except aiomqtt.MqttError as error:
+            log.info("agent %s: state not sent now (%s); it is sent on reconnection", self.node, error)
 
     async def _answer(self, key: str, ok: bool, detail: str, duplicate: bool = False) -> None:
         outcome = apb.ActionOutcome(

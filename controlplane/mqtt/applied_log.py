@@ -47,7 +47,7 @@ class AppliedLog:
         self._lock = threading.Lock()
         self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._conn.execute("PRAGMA journal_mode = WAL")
-        self._conn.execute("PRAGMA synchronous = FULL")
+        self._conn.execute("PRAGMA synchronous = NORMAL")
         for statement in _SCHEMA:
             self._conn.execute(statement)
 

@@ -8,8 +8,8 @@ configuration on a free loopback port, or the embedded amqtt broker). Three phas
    decision handed to the actuator) to its outcome;
 2. telemetry: every agent reports as fast as it can for `--telemetry-seconds`; messages merged into the
    plane's model per second;
-3. broker restart: `--restart-actions` actions in flight while the broker is stopped (SIGTERM), kept down
-   half a second and started again; every action must end applied exactly once (`lost_actions`,
+3. broker restart: `--restart-actions` actions issued at once; while they are in flight the broker is
+   stopped (SIGTERM), kept down half a second and started again; every action must end applied exactly once (`lost_actions`,
    `duplicate_applications` count the failures, from what the agents' actuators really did).
 """
 
@@ -160,8 +160,10 @@ async def _measure(config: MqttBenchConfig, work_dir: Path) -> dict:
     # 3. Broker restart with actions in flight.
     applied_before = Counter(action for actuator in actuators.values() for action in map(_key, actuator.applied))
     restart_started = time.perf_counter()
-    firing = asyncio.create_task(fire(config.restart_actions, max(config.concurrency, 50)))
-    await asyncio.sleep(0.2)
+    # All issued at once, so that every one is in flight (sent, queued or being applied) at the restart.
+    firing = asyncio.create_task(fire(config.restart_actions, config.restart_actions))
+    while len(plane.pending) < config.restart_actions // 2 and not firing.done():
+        await asyncio.sleep(0.001)
     in_flight = len(plane.pending)
     await broker.restart(config.down_seconds)
     restart_rtts, restart_results = await firing

@@ -19,6 +19,7 @@ topic it came on (a node writing on a topic it does not own), is refused and cou
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import time
@@ -60,6 +61,9 @@ class CentralConfig:
     broker: BrokerSettings = field(default_factory=BrokerSettings)
     client_id: str = "controlplane"
     action_timeout_seconds: float = 5.0
+    # An action still unanswered after this long is published again (the agent answers a repeat from
+    # its record): a safety net for a message lost in a reconnection that nothing else noticed.
+    resend_seconds: float = 1.0
     # Bounds of every node's local controllers, unless `node_bounds` names the node.
     bounds: Bounds | None = None
     node_bounds: Mapping[str, Bounds] = field(default_factory=dict)
@@ -71,6 +75,7 @@ class _Pending:
     payload: bytes
     answer: asyncio.Future[apb.ActionOutcome]
     sends: int = 0
+    sent_at: float = 0.0  # monotonic
 
 
 class MqttActuator(Actuator):
@@ -102,6 +107,7 @@ class MqttActuator(Actuator):
         self._decisions_stored: dict[str, int] = {}  # node -> highest local decision id stored
         self._bounds_sent: dict[str, tuple[str, int]] = {}  # node -> (session, version)
         self._bounds_version = int(clock())
+        self._resender: asyncio.Task | None = None
         subscriptions = [(topics.wildcard(kind), 1) for kind in (*topics.AGENT_PUBLISHES, Kind.DECISIONS_ACK)]
         self.link = MqttLink(
             config.broker,
@@ -113,9 +119,14 @@ class MqttActuator(Actuator):
 
     async def start(self, timeout: float = 10.0) -> None:
         self.link.start()
+        self._resender = asyncio.create_task(self._resend_unanswered())
         await self.link.wait_connected(timeout)
 
     async def stop(self) -> None:
+        if self._resender is not None:
+            self._resender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._resender
         await self.link.stop()
         for pending in self.pending.values():
             if not pending.answer.done():
@@ -175,6 +186,11 @@ class MqttActuator(Actuator):
             return f"node agents run no serving pipelines ({action.target})", None
         hosts = self.fleet.hosts(action.target)
         if not hosts:
+            offline = sorted(self.fleet.hosts(action.target, online_only=False))
+            if offline:
+                # Not elsewhere: a node that is only unreachable for a moment (a broker restart) still
+                # runs them; moving replicas off a node that is really gone is placement's decision.
+                return f"{action.target} runs only on offline node(s) {', '.join(offline)}; not sent", None
             if not isinstance(action, Scale):
                 return f"no online node runs {action.target}", None
             online = [node for node in self.fleet.states if self.fleet.online(node)]
@@ -197,6 +213,7 @@ class MqttActuator(Actuator):
 
     async def _send(self, pending: _Pending) -> None:
         pending.sends += 1
+        pending.sent_at = time.monotonic()
         try:
             await self.link.publish(topics.topic(pending.node, Kind.ACTIONS), pending.payload, qos=1)
         except aiomqtt.MqttError as error:
@@ -205,6 +222,17 @@ class MqttActuator(Actuator):
     async def _resend_all(self) -> None:
         for pending in list(self.pending.values()):
             await self._send(pending)
+
+    async def _resend_unanswered(self) -> None:
+        period = self.config.resend_seconds
+        while True:
+            await asyncio.sleep(period / 2)
+            if not self.link.connected.is_set():
+                continue  # everything pending is sent on reconnection
+            stale = time.monotonic() - period
+            for pending in list(self.pending.values()):
+                if pending.sent_at < stale and not pending.answer.done() and self.fleet.online(pending.node):
+                    await self._send(pending)
 
     # --- bounds -------------------------------------------------------------------------------------
 

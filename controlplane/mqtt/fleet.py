@@ -78,12 +78,12 @@ class Fleet:
         state = self.states.get(node)
         return state is not None and state.online
 
-    def hosts(self, service: str) -> dict[str, int]:
-        """Replicas of `service` per online node."""
+    def hosts(self, service: str, online_only: bool = True) -> dict[str, int]:
+        """Replicas of `service` per node (online nodes only, unless `online_only` is False)."""
         return {
             node: item.replicas
             for node, state in self.states.items()
-            if state.online
+            if state.online or not online_only
             for item in state.services
             if item.name == service and item.replicas > 0
         }
