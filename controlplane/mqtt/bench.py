@@ -4,8 +4,8 @@
 actuator) and the plane's `MqttActuator` share one process and one broker (Mosquitto from the shipped
 configuration on a free loopback port, or the embedded amqtt broker). Three phases:
 
-1. round trip: `--actions` actions, `--concurrency` in flight, timed from `MqttActuator.apply` (the
-   decision handed to the actuator) to its outcome;
+1. round trip: `--actions` actions, `--concurrency` in flight (1, as the control loop applies them), timed
+   from `MqttActuator.apply` (the decision handed to the actuator) to its outcome;
 2. telemetry: every agent reports as fast as it can for `--telemetry-seconds`; messages merged into the
    plane's model per second;
 3. broker restart: `--restart-actions` actions issued at once; while they are in flight the broker is
@@ -44,7 +44,9 @@ from telemetry import TelemetryModel
 class MqttBenchConfig:
     agents: int = 100
     actions: int = 2000
-    concurrency: int = 20
+    # The control loop applies a tick's decisions one after the other, so one action in flight is how
+    # the plane really drives agents; higher values measure latency under a backlog.
+    concurrency: int = 1
     restart_actions: int = 500
     telemetry_seconds: float = 5.0
     broker: str = "mosquitto"  # or "embedded"
@@ -152,10 +154,15 @@ async def _measure(config: MqttBenchConfig, work_dir: Path) -> dict:
 
     telemetry_started = time.perf_counter()
     await asyncio.gather(*(report(agent) for agent in agents))
-    await asyncio.sleep(0.5)  # let the plane drain what is in flight
-    telemetry_seconds = time.perf_counter() - telemetry_started
-    received = plane.telemetry_reports - before
     sent = sum(agent.telemetry_reports for agent in agents)
+    # The rate is what the plane merged into its model, timed until it has taken the last report in.
+    last_count, last_change = -1, time.perf_counter()
+    while plane.telemetry_reports - before < sent and time.perf_counter() - last_change < 2.0:
+        if plane.telemetry_reports != last_count:
+            last_count, last_change = plane.telemetry_reports, time.perf_counter()
+        await asyncio.sleep(0.01)
+    received = plane.telemetry_reports - before
+    telemetry_seconds = last_change - telemetry_started
 
     # 3. Broker restart with actions in flight.
     applied_before = Counter(action for actuator in actuators.values() for action in map(_key, actuator.applied))
@@ -191,6 +198,7 @@ async def _measure(config: MqttBenchConfig, work_dir: Path) -> dict:
         "telemetry_msgs_per_second": round(received / telemetry_seconds, 1),
         "telemetry_msgs_sent": sent,
         "telemetry_msgs_received": received,
+        "telemetry_msgs_lost": sent - received,
         "restart_actions": len(restart_results),
         "restart_actions_in_flight_at_restart": in_flight,
         "restart_phase_seconds": round(restart_seconds, 2),

@@ -75,7 +75,9 @@ def add_bench_command(benches: argparse._SubParsersAction) -> None:
     bench = benches.add_parser("mqtt", help="node agents: action round trip, telemetry rate, broker restart")
     bench.add_argument("--agents", type=int, default=100)
     bench.add_argument("--actions", type=int, default=2000, help="actions in the round-trip phase")
-    bench.add_argument("--concurrency", type=int, default=20, help="actions in flight at once")
+    bench.add_argument(
+        "--concurrency", type=int, default=1, help="actions in flight at once (the control loop: 1)"
+    )
     bench.add_argument("--restart-actions", type=int, default=500, help="actions in flight across the restart")
     bench.add_argument("--telemetry-seconds", type=float, default=5.0, help="length of the telemetry phase")
     bench.add_argument("--broker", choices=["mosquitto", "embedded"], default="mosquitto")
