@@ -16,10 +16,11 @@
    the rest of the platform layer, then higher priority first. A no-op (the inventory already says so) is
    `REJECTED` as "no change". An action for a node that is not ready (a Place onto it, a Remediate of a
    replica on it: its agent is offline) is `REJECTED`, and so is one outside the `bounds` a central plane
-   set for a node's local controllers (hierarchical control, `controlplane.mqtt.bounds`). An action coupled with one accepted earlier in the round is `REJECTED`
-   (deferred to a later round): a Scale of a service being remediated, a Route with weights on a replica a
-   Place is moving, a pipeline reconfiguration on a node a Place moves something onto or off. Only
-   accepted actions couple: a remediation the rate limit refused does not hold back a Scale.
+   set for a node's local controllers (hierarchical control, `controlplane.mqtt.bounds`). An action
+   coupled with one accepted earlier in the round is `REJECTED` (deferred to a later round): a Scale of
+   a service being remediated, a Route with weights on a replica a Place is moving, a pipeline
+   reconfiguration on a node a Place moves something onto or off. Only accepted actions couple: a
+   remediation the rate limit refused does not hold back a Scale.
 4. **Guardrails.** `guardrails.RoundGuard.check`: cool-down, Scale bounds, step and budgets (clamped
    where possible, refused otherwise), and the rate limit on disruptive actions. Budgets and the rate limit
    are shared by the round: what an earlier action used, a later one cannot.

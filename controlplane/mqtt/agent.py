@@ -177,11 +177,13 @@ class NodeAgent:
         return TelemetryAggregates(model.bucket_seconds, model.bucket_count, model.relative_accuracy)
 
     def record(self, service: str, operation: str, latencies_ms: list[float], errors: int = 0) -> None:
-        """Requests served on this node (from a local proxy or receiver): for local controllers and the plane."""
+        """Requests served on this node (from a local proxy or receiver), for local controllers and plane."""
         now = self.clock()
         bucket = math.floor(now / self.config.model.bucket_seconds)
         for aggregates in (self.model.aggregates, self._pending):
-            aggregates.record_served({(service, operation): list(latencies_ms)}, {(service, operation): errors}, bucket, now)
+            aggregates.record_served(
+                {(service, operation): list(latencies_ms)}, {(service, operation): errors}, bucket, now
+            )
             aggregates.saw_service(service, now)
 
     async def report_telemetry(self) -> bool:
@@ -310,7 +312,12 @@ class NodeAgent:
 
     async def _answer(self, key: str, ok: bool, detail: str, duplicate: bool = False) -> None:
         outcome = apb.ActionOutcome(
-            decision_key=key, node=self.node, ok=ok, detail=detail, duplicate=duplicate, finished_at_unix=self.clock()
+            decision_key=key,
+            node=self.node,
+            ok=ok,
+            detail=detail,
+            duplicate=duplicate,
+            finished_at_unix=self.clock(),
         )
         try:
             await self.link.publish(self._topic(Kind.OUTCOMES), outcome.SerializeToString(), qos=1)

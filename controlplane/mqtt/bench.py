@@ -9,8 +9,8 @@ configuration on a free loopback port, or the embedded amqtt broker). Three phas
 2. telemetry: every agent reports as fast as it can for `--telemetry-seconds`; messages merged into the
    plane's model per second;
 3. broker restart: `--restart-actions` actions issued at once; while they are in flight the broker is
-   stopped (SIGTERM), kept down half a second and started again; every action must end applied exactly once (`lost_actions`,
-   `duplicate_applications` count the failures, from what the agents' actuators really did).
+   stopped (SIGTERM), kept down half a second and started again; every action must end applied exactly
+   once (`lost_actions`, `duplicate_applications` count failures, from what the agents' actuators did).
 """
 
 from __future__ import annotations
@@ -97,18 +97,27 @@ async def _measure(config: MqttBenchConfig, work_dir: Path) -> dict:
     await broker.start()
 
     def settings(user: str) -> BrokerSettings:
-        return BrokerSettings(broker.url, user, users[user]) if config.broker == "mosquitto" else BrokerSettings(broker.url)
+        return (
+            BrokerSettings(broker.url, user, users[user])
+            if config.broker == "mosquitto"
+            else BrokerSettings(broker.url)
+        )
 
     model = TelemetryModel()
     plane = MqttActuator(CentralConfig(settings(CENTRAL_USER), action_timeout_seconds=30.0), model=model)
     actuators = {
         node: InMemoryActuator(
-            Inventory(services={f"svc-{node}": ServiceInventory(f"svc-{node}", 1)}, nodes={node: NodeInventory(node, 8, 8192)})
+            Inventory(
+                services={f"svc-{node}": ServiceInventory(f"svc-{node}", 1)},
+                nodes={node: NodeInventory(node, 8, 8192)},
+            )
         )
         for node in nodes
     }
     agents = [
-        NodeAgent(AgentConfig(node, settings(node), work_dir / "agents", telemetry_seconds=3600.0), actuators[node])
+        NodeAgent(
+            AgentConfig(node, settings(node), work_dir / "agents", telemetry_seconds=3600.0), actuators[node]
+        )
         for node in nodes
     ]
     started = time.perf_counter()
@@ -165,7 +174,9 @@ async def _measure(config: MqttBenchConfig, work_dir: Path) -> dict:
     telemetry_seconds = last_change - telemetry_started
 
     # 3. Broker restart with actions in flight.
-    applied_before = Counter(action for actuator in actuators.values() for action in map(_key, actuator.applied))
+    applied_before = Counter(
+        action for actuator in actuators.values() for action in map(_key, actuator.applied)
+    )
     restart_started = time.perf_counter()
     # All issued at once, so that every one is in flight (sent, queued or being applied) at the restart.
     firing = asyncio.create_task(fire(config.restart_actions, config.restart_actions))

@@ -30,7 +30,9 @@ class Bounds:
     def __post_init__(self) -> None:
         unknown = set(self.allowed_actions) - set(ACTION_TYPES)
         if unknown:
-            raise ValueError(f"bounds name unknown action(s) {sorted(unknown)}; known: {sorted(ACTION_TYPES)}")
+            raise ValueError(
+                f"bounds name unknown action(s) {sorted(unknown)}; known: {sorted(ACTION_TYPES)}"
+            )
         numbers = [self.max_replicas_default, self.max_total_replicas, *self.max_replicas.values()]
         if any(value < 0 for value in numbers):
             raise ValueError("replica bounds must be >= 0")
@@ -39,7 +41,10 @@ class Bounds:
         """Why `action` is outside these bounds, or "" if it is within them."""
         if action.name not in self.allowed_actions:
             allowed = ", ".join(sorted(self.allowed_actions)) or "none"
-            return f"outside the bounds set by the plane: {action.name} is not allowed on this node (allowed: {allowed})"
+            return (
+                f"outside the bounds set by the plane: {action.name} is not allowed on this node "
+                f"(allowed: {allowed})"
+            )
         if isinstance(action, Scale):
             limit = self.max_replicas.get(action.target, self.max_replicas_default)
             if action.replicas > limit:

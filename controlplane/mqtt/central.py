@@ -138,7 +138,9 @@ class MqttActuator(Actuator):
         while any(self.fleet.online(node) != online for node in nodes):
             if time.monotonic() > deadline:
                 waiting = [node for node in nodes if self.fleet.online(node) != online]
-                raise TimeoutError(f"nodes {waiting} not {'online' if online else 'offline'} within {timeout:g} s")
+                raise TimeoutError(
+                    f"nodes {waiting} not {'online' if online else 'offline'} within {timeout:g} s"
+                )
             await asyncio.sleep(0.01)
 
     # --- Actuator -----------------------------------------------------------------------------------
@@ -156,7 +158,11 @@ class MqttActuator(Actuator):
         now = self.clock()
         timeout = self.config.action_timeout_seconds
         request = apb.ActionRequest(
-            decision_key=key, node=node, action=action_pb(routed), issued_at_unix=now, deadline_unix=now + timeout
+            decision_key=key,
+            node=node,
+            action=action_pb(routed),
+            issued_at_unix=now,
+            deadline_unix=now + timeout,
         )
         pending = _Pending(node, request.SerializeToString(), asyncio.get_running_loop().create_future())
         self.pending[key] = pending
@@ -252,7 +258,10 @@ class MqttActuator(Actuator):
         versioned = dataclasses.replace(bounds, version=self._bounds_version)
         try:
             await self.link.publish(
-                topics.topic(node, Kind.BOUNDS), bounds_pb(node, versioned).SerializeToString(), 1, retain=True
+                topics.topic(node, Kind.BOUNDS),
+                bounds_pb(node, versioned).SerializeToString(),
+                1,
+                retain=True,
             )
         except aiomqtt.MqttError as error:
             log.info("bounds for %s not sent now (%s)", node, error)
@@ -346,9 +355,10 @@ class MqttActuator(Actuator):
         self._decisions_stored[node] = up_to
         ack = apb.DecisionAck(node=node, up_to_local_id=up_to)
         try:
-            await self.link.publish(topics.topic(node, Kind.DECISIONS_ACK), ack.SerializeToString(), 1, retain=True)
+            await self.link.publish(
+                topics.topic(node, Kind.DECISIONS_ACK), ack.SerializeToString(), 1, retain=True
+            )
         except aiomqtt.MqttError as error:
             log.info("decision ack for %s not sent now (%s)", node, error)
         if fresh and self.on_decisions is not None:
             await self.on_decisions()
-

@@ -67,7 +67,9 @@ def add_agent_command(commands: argparse._SubParsersAction) -> None:
     agent.add_argument("--memory-mb", type=float, default=8192.0, help="memory the node offers")
     agent.add_argument("--label", action="append", default=[], metavar="KEY=VALUE", help="node label")
     agent.add_argument("--telemetry-seconds", type=float, default=1.0)
-    agent.add_argument("--keepalive", type=int, default=5, help="MQTT keepalive (s): how soon a dead agent is seen")
+    agent.add_argument(
+        "--keepalive", type=int, default=5, help="MQTT keepalive (s): how soon a dead agent is seen"
+    )
     agent.set_defaults(run=run_agent)
 
 
@@ -78,7 +80,9 @@ def add_bench_command(benches: argparse._SubParsersAction) -> None:
     bench.add_argument(
         "--concurrency", type=int, default=1, help="actions in flight at once (the control loop: 1)"
     )
-    bench.add_argument("--restart-actions", type=int, default=500, help="actions in flight across the restart")
+    bench.add_argument(
+        "--restart-actions", type=int, default=500, help="actions in flight across the restart"
+    )
     bench.add_argument("--telemetry-seconds", type=float, default=5.0, help="length of the telemetry phase")
     bench.add_argument("--broker", choices=["mosquitto", "embedded"], default="mosquitto")
     bench.add_argument("--json", action="store_true", help="print one JSON object")
@@ -116,7 +120,9 @@ def _agent_config_tables(path: str | None) -> dict[str, Any]:
         document = tomllib.load(handle)
     unknown = set(document) - {"controllers", "guardrails", "model"}
     if unknown:
-        raise ValueError(f"{path}: unknown section(s) {sorted(unknown)}; an agent reads controllers, guardrails, model")
+        raise ValueError(
+            f"{path}: unknown section(s) {sorted(unknown)}; an agent reads controllers, guardrails, model"
+        )
     return document
 
 

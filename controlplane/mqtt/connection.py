@@ -51,7 +51,9 @@ class BrokerSettings:
         """Host, port and whether TLS is on; ValueError naming the URL if it is not one of ours."""
         parts = urlsplit(self.url)
         if parts.scheme not in DEFAULT_PORTS or not parts.hostname:
-            raise ValueError(f"broker URL must be mqtt://HOST[:PORT] or mqtts://HOST[:PORT], got {self.url!r}")
+            raise ValueError(
+                f"broker URL must be mqtt://HOST[:PORT] or mqtts://HOST[:PORT], got {self.url!r}"
+            )
         try:
             port = parts.port or DEFAULT_PORTS[parts.scheme]
         except ValueError:

@@ -50,7 +50,7 @@ class EmbeddedBroker:
     def listening_addresses(self) -> list[tuple[str, int]]:
         """Where the broker's sockets are bound (tests check it is loopback only)."""
         addresses = []
-        for server in (self._broker._servers.values() if self._broker else ()):  # noqa: SLF001
+        for server in self._broker._servers.values() if self._broker else ():  # noqa: SLF001
             for sock in getattr(server.instance, "sockets", ()):
                 if sock.family in (socket.AF_INET, socket.AF_INET6):
                     addresses.append(sock.getsockname()[:2])

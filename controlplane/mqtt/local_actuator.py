@@ -105,7 +105,9 @@ class ProcessActuator(Actuator):
         node = self.node
         return Inventory(
             services=services,
-            nodes={node.name: NodeInventory(node.name, node.cpu_capacity, node.memory_capacity_mb, node.labels)},
+            nodes={
+                node.name: NodeInventory(node.name, node.cpu_capacity, node.memory_capacity_mb, node.labels)
+            },
             placements={name: node.name for name in self.replicas},
             replica_services={name: replica.service for name, replica in self.replicas.items()},
             routing={service: dict(weights) for service, weights in self.routing.items()},

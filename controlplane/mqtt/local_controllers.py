@@ -37,7 +37,8 @@ class CrashRestarter(Controller):
                     Remediate(
                         target=service.name,
                         operation=RemediationOperation.RESTART,
-                        reason=f"{service.replicas - ready} of {service.replicas} replicas of {service.name} exited",
+                        reason=f"{service.replicas - ready} of {service.replicas} replicas of {service.name} "
+                        "exited",
                         evidence={"replicas": service.replicas, "ready_replicas": ready},
                     )
                 )

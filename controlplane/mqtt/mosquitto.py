@@ -72,16 +72,22 @@ class MosquittoBroker:
         return f"mqtt://127.0.0.1:{self.port}"
 
     def _prepare(self) -> None:
-        binary = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else "")
+        binary = shutil.which("mosquitto") or (
+            "/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else ""
+        )
         passwd = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
         if not binary or not os.path.exists(passwd):
-            raise BrokerUnavailable("mosquitto is not installed: run `make system-deps` (Debian package mosquitto)")
+            raise BrokerUnavailable(
+                "mosquitto is not installed: run `make system-deps` (Debian package mosquitto)"
+            )
         self.binary = binary
         self.work_dir.mkdir(parents=True, exist_ok=True)
         password_file = self.work_dir / "passwords"
         password_file.write_text("")
         for user, password in self.users.items():
-            subprocess.run([passwd, "-b", str(password_file), user, password], check=True, capture_output=True)
+            subprocess.run(
+                [passwd, "-b", str(password_file), user, password], check=True, capture_output=True
+            )
         acl_file = self.work_dir / "acl"
         shutil.copyfile(DEPLOY_DIR / "acl", acl_file)
         # Mosquitto refuses to read secrets others can read (and warns about it in 2.0).
@@ -100,10 +106,11 @@ class MosquittoBroker:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise BrokerUnavailable(
-                    f"mosquitto exited with {self.process.returncode}: {self._tail()}"
-                )
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                raise BrokerUnavailable(f"mosquitto exited with {self.process.returncode}: {self._tail()}")
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2),
+            ):
                 return self
             time.sleep(0.02)
         self.kill()

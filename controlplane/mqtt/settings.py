@@ -1,15 +1,15 @@
 """The `[mqtt]` table of `controlplane serve`'s configuration: broker, credentials, TLS, agents' bounds.
 
-    [mqtt]
-    enabled = true                  # off by default: `serve` then starts nothing MQTT
-    broker = "mqtts://broker:8883"  # empty: the embedded broker on 127.0.0.1:embedded_port
-    username = "controlplane"
-    password = ""                   # or $CONTROLPLANE_MQTT_PASSWORD
-    tls_ca = "ca.pem"               # with tls_cert/tls_key for client certificates
-    action_timeout_seconds = 5.0
-    local_allowed_actions = ["remediate", "isolate"]   # what agents' own controllers may do
-    local_max_replicas = 10         # per service, for a local Scale
-    local_max_total_replicas = 0    # per node; 0: no limit
+[mqtt]
+enabled = true                  # off by default: `serve` then starts nothing MQTT
+broker = "mqtts://broker:8883"  # empty: the embedded broker on 127.0.0.1:embedded_port
+username = "controlplane"
+password = ""                   # or $CONTROLPLANE_MQTT_PASSWORD
+tls_ca = "ca.pem"               # with tls_cert/tls_key for client certificates
+action_timeout_seconds = 5.0
+local_allowed_actions = ["remediate", "isolate"]   # what agents' own controllers may do
+local_max_replicas = 10         # per service, for a local Scale
+local_max_total_replicas = 0    # per node; 0: no limit
 """
 
 from __future__ import annotations

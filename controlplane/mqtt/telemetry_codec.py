@@ -73,7 +73,9 @@ def aggregates_from_pb(
 
 def _fill(stats: WindowedStats, bucket: apb.BucketAggregate) -> None:
     if len(bucket.bins) != len(bucket.counts):
-        raise MalformedPayload(f"bucket {bucket.index}: {len(bucket.bins)} bins but {len(bucket.counts)} counts")
+        raise MalformedPayload(
+            f"bucket {bucket.index}: {len(bucket.bins)} bins but {len(bucket.counts)} counts"
+        )
     count = bucket.zero_count + sum(bucket.counts)
     if bucket.errors > count or not math.isfinite(bucket.total_ms) or bucket.total_ms < 0:
         raise MalformedPayload(f"bucket {bucket.index}: errors, counts and latency sum do not add up")

@@ -1,12 +1,12 @@
 """The MQTT topic layout: one subtree per node, one topic per kind of message, and what each side owns.
 
-    controlplane/v1/nodes/<node>/state          agent -> plane, retained: birth (online) and last will
-    controlplane/v1/nodes/<node>/telemetry      agent -> plane, QoS 0: aggregates since the last report
-    controlplane/v1/nodes/<node>/outcomes       agent -> plane, QoS 1: outcome of each action
-    controlplane/v1/nodes/<node>/decisions      agent -> plane, QoS 1: decisions of local controllers
-    controlplane/v1/nodes/<node>/actions        plane -> agent, QoS 1: actions to apply
-    controlplane/v1/nodes/<node>/bounds         plane -> agent, retained: limits of local controllers
-    controlplane/v1/nodes/<node>/decisions/ack  plane -> agent, retained: local decisions stored centrally
+controlplane/v1/nodes/<node>/state          agent -> plane, retained: birth (online) and last will
+controlplane/v1/nodes/<node>/telemetry      agent -> plane, QoS 0: aggregates since the last report
+controlplane/v1/nodes/<node>/outcomes       agent -> plane, QoS 1: outcome of each action
+controlplane/v1/nodes/<node>/decisions      agent -> plane, QoS 1: decisions of local controllers
+controlplane/v1/nodes/<node>/actions        plane -> agent, QoS 1: actions to apply
+controlplane/v1/nodes/<node>/bounds         plane -> agent, retained: limits of local controllers
+controlplane/v1/nodes/<node>/decisions/ack  plane -> agent, retained: local decisions stored centrally
 """
 
 from __future__ import annotations
@@ -41,7 +41,8 @@ def check_node_name(node: str) -> str:
     """`node` if it can be a topic level and part of a client id; ValueError saying why otherwise."""
     if not _NODE_NAME.match(node or ""):
         raise ValueError(
-            f"node name {node!r} must be 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit"
+            f"node name {node!r} must be 1-63 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
         )
     return node
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 from controlplane.actions import Scale
@@ -42,10 +41,14 @@ def test_scale_reaches_the_agent_starts_processes_and_reports_the_outcome(broker
 async def _raw_client(broker, user: str, password: str):
     import aiomqtt
 
-    return aiomqtt.Client("127.0.0.1", broker.port, username=user, password=password, identifier=f"raw-{user}")
+    return aiomqtt.Client(
+        "127.0.0.1", broker.port, username=user, password=password, identifier=f"raw-{user}"
+    )
 
 
-def test_a_repeated_decision_key_is_applied_once_even_after_the_agent_restarts(broker, tmp_path: Path) -> None:
+def test_a_repeated_decision_key_is_applied_once_even_after_the_agent_restarts(
+    broker, tmp_path: Path
+) -> None:
     from controlplane.mqtt import topics
     from controlplane.mqtt.codec import action_pb
     from controlplane.mqtt.mosquitto import CENTRAL_USER
@@ -65,7 +68,9 @@ def test_a_repeated_decision_key_is_applied_once_even_after_the_agent_restarts(b
                 await plane.subscribe(topics.topic("node-a", topics.Kind.OUTCOMES), 1)
                 await agent.link.wait_connected(5)
                 for _ in range(2):
-                    await plane.publish(topics.topic("node-a", topics.Kind.ACTIONS), request.SerializeToString(), 1)
+                    await plane.publish(
+                        topics.topic("node-a", topics.Kind.ACTIONS), request.SerializeToString(), 1
+                    )
                 async for message in plane.messages:
                     outcomes.append(apb.ActionOutcome.FromString(message.payload))
                     if len(outcomes) == 2:
@@ -123,7 +128,9 @@ def test_an_action_past_its_deadline_is_refused_not_applied(broker, tmp_path: Pa
     run(scenario())
 
 
-def test_an_agent_that_does_not_answer_in_time_fails_the_decision_with_the_reason(broker, tmp_path: Path) -> None:
+def test_an_agent_that_does_not_answer_in_time_fails_the_decision_with_the_reason(
+    broker, tmp_path: Path
+) -> None:
     async def scenario() -> None:
         slow = InMemoryActuator(delay_seconds=1.0)
         agent = NodeAgent(AgentConfig("node-a", agent_settings(broker, "node-a"), tmp_path), slow)
@@ -170,7 +177,9 @@ def test_a_node_that_went_offline_gets_no_actions(broker, tmp_path: Path) -> Non
             assert not inventory.nodes["node-a"].ready
             view = TelemetryView(1, 0.0, TelemetryModel().snapshot(), inventory)
             taxonomy = Taxonomy.of("centralized", "rule")
-            place = Submitted(controller="mover", taxonomy=taxonomy, action=Place(target="api", node="node-a"))
+            place = Submitted(
+                controller="mover", taxonomy=taxonomy, action=Place(target="api", node="node-a")
+            )
             (decision,) = Coordinator().plan([place], view).decisions
             assert decision.status is DecisionStatus.REJECTED
             assert "node node-a is not ready (its agent is offline)" in decision.why

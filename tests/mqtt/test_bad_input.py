@@ -26,7 +26,11 @@ Kind = topics.Kind
 
 def _client(broker, user: str, password: str | None = None) -> aiomqtt.Client:
     return aiomqtt.Client(
-        "127.0.0.1", broker.port, username=user, password=password or PASSWORDS[user], identifier=f"raw-{user}"
+        "127.0.0.1",
+        broker.port,
+        username=user,
+        password=password or PASSWORDS[user],
+        identifier=f"raw-{user}",
     )
 
 
@@ -55,12 +59,16 @@ def test_agent_counts_malformed_and_misaddressed_actions_and_keeps_working(broke
                 )
                 await raw.publish(actions, stray.SerializeToString(), 1)
                 # Names no action at all: answered as failed, so the plane need not wait for a timeout.
-                empty = apb.ActionRequest(decision_key="k-empty", node="node-a", action=apb.ActionSpec(target="api"))
+                empty = apb.ActionRequest(
+                    decision_key="k-empty", node="node-a", action=apb.ActionSpec(target="api")
+                )
                 await raw.publish(actions, empty.SerializeToString(), 1)
             await _until(lambda: sum(agent.rejected.values()) == 3)
             assert agent.rejected == {"malformed payload": 2, "topic not owned": 1}
             assert local.applied == []
-            assert agent.applied.get("k-empty").detail.startswith("malformed action: the action names no settings")
+            assert agent.applied.get("k-empty").detail.startswith(
+                "malformed action: the action names no settings"
+            )
             assert agent.applied.get("k-stray") is None
             # Still serving.
             outcome = await plane.apply(Scale(target="api", replicas=2))
@@ -110,7 +118,9 @@ def test_broker_acls_confine_an_agent_to_its_own_topics(broker, tmp_path: Path) 
                 fake = apb.NodeState(node="node-a", online=False, session=victim.session)
                 await intruder.publish(topics.topic("node-a", Kind.STATE), fake.SerializeToString(), 1)
                 order = apb.ActionRequest(
-                    decision_key="k-intruder", node="node-a", action=action_pb(Scale(target="api", replicas=50))
+                    decision_key="k-intruder",
+                    node="node-a",
+                    action=action_pb(Scale(target="api", replicas=50)),
                 )
                 await intruder.publish(topics.topic("node-a", Kind.ACTIONS), order.SerializeToString(), 1)
                 # Nor read node-a's actions.

@@ -24,11 +24,15 @@ def test_actions_in_flight_across_a_broker_restart_are_applied_exactly_once(brok
         for node in NODES:
             # Each node runs one service of its own; the slow actuator keeps actions in flight longer.
             inventory = Inventory(
-                services={f"svc-{node}-{i}": ServiceInventory(f"svc-{node}-{i}", 1) for i in range(ACTIONS_PER_NODE)},
+                services={
+                    f"svc-{node}-{i}": ServiceInventory(f"svc-{node}-{i}", 1) for i in range(ACTIONS_PER_NODE)
+                },
                 nodes={node: NodeInventory(node, 4, 4096)},
             )
             actuators[node] = InMemoryActuator(inventory, delay_seconds=0.02)
-            agents.append(NodeAgent(AgentConfig(node, agent_settings(broker, node), tmp_path), actuators[node]))
+            agents.append(
+                NodeAgent(AgentConfig(node, agent_settings(broker, node), tmp_path), actuators[node])
+            )
         plane = MqttActuator(CentralConfig(central_settings(broker), action_timeout_seconds=20))
         await plane.start()
         for agent in agents:
@@ -36,7 +40,9 @@ def test_actions_in_flight_across_a_broker_restart_are_applied_exactly_once(brok
         try:
             await plane.wait_for_nodes(list(NODES), 10)
             actions = [
-                Scale(target=f"svc-{node}-{i}", replicas=2 + i) for i in range(ACTIONS_PER_NODE) for node in NODES
+                Scale(target=f"svc-{node}-{i}", replicas=2 + i)
+                for i in range(ACTIONS_PER_NODE)
+                for node in NODES
             ]
             applying = [asyncio.create_task(plane.apply(action)) for action in actions]
             await asyncio.sleep(0.1)  # some applied, some queued, some not yet sent

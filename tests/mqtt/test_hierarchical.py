@@ -87,10 +87,14 @@ def test_local_decisions_within_bounds_apply_outside_are_refused_and_both_reach_
         "local-scaler": {"params": {"service": "api", "replicas": 2}},
         "greedy-scaler": {"params": {"service": "web", "replicas": 5}},
     }
-    config = AgentConfig("node-a", agent_settings(broker, "node-a"), tmp_path, tick_seconds=0.05, controllers=controllers)
+    config = AgentConfig(
+        "node-a", agent_settings(broker, "node-a"), tmp_path, tick_seconds=0.05, controllers=controllers
+    )
     agent_loop = asyncio.new_event_loop()
 
-    with running_server(config_sections={"mqtt": mqtt}, server_parts={"registry": ControllerRegistry()}) as server:
+    with running_server(
+        config_sections={"mqtt": mqtt}, server_parts={"registry": ControllerRegistry()}
+    ) as server:
         agent = NodeAgent(config, local, registry=_registry())
         agent_loop.run_until_complete(agent.start())
         try:
@@ -119,7 +123,9 @@ def test_local_decisions_within_bounds_apply_outside_are_refused_and_both_reach_
             # The same decisions through the plane's gRPC API.
             with grpc.insecure_channel(server.api_target) as channel:
                 stub = pb_grpc.ControlPlaneStub(channel)
-                listed = stub.ListDecisions(pb.ListDecisionsRequest(controller="node-a/local-scaler"), timeout=5)
+                listed = stub.ListDecisions(
+                    pb.ListDecisionsRequest(controller="node-a/local-scaler"), timeout=5
+                )
             statuses = {info.status for info in listed.decisions}
             assert pb.DECISION_STATUS_APPLIED in statuses
             assert all(info.controller == "node-a/local-scaler" for info in listed.decisions)
@@ -129,7 +135,9 @@ def test_local_decisions_within_bounds_apply_outside_are_refused_and_both_reach_
             agent_loop.close()
 
 
-def test_crash_restarter_brings_back_an_exited_replica_when_remediation_is_allowed(broker, tmp_path: Path) -> None:
+def test_crash_restarter_brings_back_an_exited_replica_when_remediation_is_allowed(
+    broker, tmp_path: Path
+) -> None:
     async def scenario() -> None:
         registry = ControllerRegistry()
         registry.register(CrashRestarter)

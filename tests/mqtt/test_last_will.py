@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from controllers.placement import GraphAwarePlacement
 from controlplane.actions import Place, Scale
 from controlplane.actuator import InMemoryActuator
 from controlplane.controllers_config import load_controllers
@@ -18,7 +19,6 @@ from controlplane.registry import ControllerRegistry
 from controlplane.runtime import ControlLoop
 from controlplane.store import DecisionStore
 from controlplane.view import Inventory, NodeInventory
-from controllers.placement import GraphAwarePlacement
 from telemetry import TelemetryModel
 from tests.mqtt.conftest import PASSWORDS, agent_settings, central_settings, run
 from tests.support import REPO

@@ -20,7 +20,9 @@ from tests.support import running_server
 
 def test_serve_with_mqtt_and_no_broker_runs_an_embedded_broker_on_loopback(tmp_path: Path) -> None:
     mqtt = MqttConfig(enabled=True, embedded_port=free_port())
-    with running_server(config_sections={"mqtt": mqtt}, server_parts={"registry": ControllerRegistry()}) as server:
+    with running_server(
+        config_sections={"mqtt": mqtt}, server_parts={"registry": ControllerRegistry()}
+    ) as server:
         plane = server.server.mqtt
         assert plane is not None and plane.embedded is not None
         assert plane.broker_url == f"mqtt://127.0.0.1:{mqtt.embedded_port}"

@@ -38,7 +38,8 @@ def test_agent_telemetry_merges_with_otlp_into_one_model(broker, tmp_path: Path)
         plane = MqttActuator(CentralConfig(central_settings(broker)), model=model)
         agents = [
             NodeAgent(
-                AgentConfig(node, agent_settings(broker, node), tmp_path, telemetry_seconds=0.05), InMemoryActuator()
+                AgentConfig(node, agent_settings(broker, node), tmp_path, telemetry_seconds=0.05),
+                InMemoryActuator(),
             )
             for node in ("node-a", "node-b")
         ]
