@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -120,3 +121,55 @@ def test_scale_of_a_service_only_on_a_dead_node_goes_to_a_live_one(broker, tmp_p
             await plane.stop()
 
     run(scenario())
+
+
+def test_the_applied_record_survives_kill_9_of_the_agent(broker, tmp_path: Path) -> None:
+    import re
+
+    from controlplane.mqtt import topics
+    from controlplane.mqtt.codec import action_pb
+    from protos.controlplane.v1 import agent_pb2 as apb
+
+    process = _agent_process(broker, "node-a", tmp_path / "node-a")
+
+    async def scenario() -> None:
+        plane = MqttActuator(CentralConfig(central_settings(broker)))
+        await plane.start()
+        try:
+            await plane.wait_for_nodes(["node-a"], 15)
+            outcome = await plane.apply(Scale(target="api", replicas=3))
+            assert outcome.ok
+            key = re.search(r"decision key ([0-9a-f]+)", outcome.detail).group(1)
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait(5)
+            await plane.wait_for_nodes(["node-a"], 10, online=False)
+            # A new agent on the same state directory gets the same decision again.
+            local = InMemoryActuator()
+            agent = NodeAgent(
+                AgentConfig("node-a", agent_settings(broker, "node-a"), tmp_path / "node-a"), local
+            )
+            await agent.start()
+            try:
+                await plane.wait_for_nodes(["node-a"], 10)
+                repeat = apb.ActionRequest(
+                    decision_key=key, node="node-a", action=action_pb(Scale(target="api", replicas=3))
+                )
+                await plane.link.publish(
+                    topics.topic("node-a", topics.Kind.ACTIONS), repeat.SerializeToString()
+                )
+                while agent.duplicate_deliveries == 0:
+                    await asyncio.sleep(0.01)
+                assert local.applied == []
+                record = agent.applied.get(key)
+                assert record.finished and record.ok and "api has 3 replicas on node-a" in record.detail
+            finally:
+                await agent.stop()
+        finally:
+            await plane.stop()
+
+    try:
+        run(scenario(), timeout=40)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(5)
