@@ -58,6 +58,7 @@ class _Broker:
 
     def __init__(self, kind: str, work_dir: Path, users: dict[str, str]) -> None:
         self.kind = kind
+        self.work_dir = work_dir.parent
         self.mosquitto = MosquittoBroker(work_dir, users) if kind == "mosquitto" else None
         self.embedded = EmbeddedBroker() if kind == "embedded" else None
 
@@ -95,13 +96,20 @@ async def _measure(config: MqttBenchConfig, work_dir: Path) -> dict:
     users = {CENTRAL_USER: "bench-plane", **{node: f"bench-{node}" for node in nodes}}
     broker = _Broker(config.broker, work_dir / "broker", users)
     await broker.start()
+    try:
+        return await _phases(config, broker, users)
+    finally:
+        await broker.stop()
+
+
+async def _phases(config: MqttBenchConfig, broker: _Broker, users: dict[str, str]) -> dict:
+    nodes = [f"node-{index:03d}" for index in range(config.agents)]
+    work_dir = broker.work_dir
 
     def settings(user: str) -> BrokerSettings:
-        return (
-            BrokerSettings(broker.url, user, users[user])
-            if config.broker == "mosquitto"
-            else BrokerSettings(broker.url)
-        )
+        if config.broker == "mosquitto":
+            return BrokerSettings(broker.url, user, users[user])
+        return BrokerSettings(broker.url)
 
     model = TelemetryModel()
     plane = MqttActuator(CentralConfig(settings(CENTRAL_USER), action_timeout_seconds=30.0), model=model)
@@ -195,7 +203,6 @@ async def _measure(config: MqttBenchConfig, work_dir: Path) -> dict:
     for agent in agents:
         await agent.stop()
     await plane.stop()
-    await broker.stop()
     return {
         "agents": config.agents,
         "broker": config.broker,

@@ -8,6 +8,7 @@ and the persistence directory, so sessions, queued QoS 1 messages and retained s
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import getpass
 import os
@@ -103,6 +104,9 @@ class MosquittoBroker:
             [self.binary, "-c", str(self.config_file)], stdout=log, stderr=log, start_new_session=True
         )
         log.close()
+        # The broker runs in a session of its own (a restart must not depend on the thread that started
+        # it), so it does not die with this process by itself: stop it at exit.
+        atexit.register(self.kill)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
