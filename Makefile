@@ -18,9 +18,17 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-# The TLS tests make a throw-away certificate with the openssl command line tool.
+# The TLS tests make a throw-away certificate with the openssl command line tool. The MQTT tests and
+# `bench mqtt` start their own mosquitto on a free loopback port; the package must not run it as a
+# service, so policy-rc.d forbids starting services during the install and any running one is stopped.
 system-deps:
 	@command -v openssl >/dev/null || { apt-get update -q && apt-get install -y -q openssl; }
+	@command -v mosquitto >/dev/null || test -x /usr/sbin/mosquitto || { \
+		ours=; test -e /usr/sbin/policy-rc.d || { ours=1; printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; \
+			chmod +x /usr/sbin/policy-rc.d; }; \
+		apt-get update -q && apt-get install -y -q --no-install-recommends mosquitto; \
+		test -z "$$ours" || rm -f /usr/sbin/policy-rc.d; \
+		(command -v systemctl >/dev/null && systemctl disable --now mosquitto) >/dev/null 2>&1 || true; }
 
 test: lint system-deps
 	$(PY) -m pytest -q
@@ -29,9 +37,10 @@ test: lint system-deps
 demo: $(STAMP)
 	$(VENV)/bin/controlplane bench --scenario demo-short --out bench-results/demo
 
-bench: $(STAMP)
+bench: $(STAMP) system-deps
 	$(VENV)/bin/controlplane bench ingest
 	$(VENV)/bin/controlplane bench loop
+	$(VENV)/bin/controlplane bench mqtt
 	$(VENV)/bin/controlplane bench sim-speed
 	$(VENV)/bin/controlplane bench --out bench-results/full
 

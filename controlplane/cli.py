@@ -14,6 +14,7 @@ from pathlib import Path
 import grpc
 
 from controlplane.config import Config
+from controlplane.mqtt import cli as mqtt_cli
 from controlplane.render import (
     controller_dicts,
     decision_dict,
@@ -38,6 +39,7 @@ def _serve(args: argparse.Namespace) -> int:
     config = Config.load(args.config).with_server(
         otlp_grpc=args.otlp_grpc, otlp_http=args.otlp_http, api=args.api
     )
+    config = mqtt_cli.serve_config(config, args)
     server = ControlPlaneServer(config)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     asyncio.run(server.serve_forever())
@@ -239,7 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--otlp-http", metavar="ADDR", help="OTLP/HTTP listen address (default 127.0.0.1:4318)"
     )
     serve.add_argument("--api", metavar="ADDR", help="gRPC API address; may equal --otlp-grpc (the default)")
+    mqtt_cli.add_serve_arguments(serve)
     serve.set_defaults(run=_serve)
+    mqtt_cli.add_agent_command(commands)
 
     for name, run, text in (
         ("graph", _graph, "print the service dependency graph"),
@@ -347,6 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     loop.add_argument("--seed", type=int, default=1)
     loop.add_argument("--json", action="store_true", help="print one JSON object")
     loop.set_defaults(run=_bench_loop)
+    mqtt_cli.add_bench_command(benches)
     return parser
 
 

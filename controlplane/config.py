@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from controlplane.guardrails import GuardrailConfig
+from controlplane.mqtt.settings import MqttConfig
 from telemetry import ModelConfig
 from telemetry.ingest import DEFAULT_MAX_QUEUE_BYTES
 from telemetry.otlp_http import DEFAULT_MAX_REQUEST_BYTES
@@ -54,6 +55,8 @@ class Config:
     guardrails: GuardrailConfig = field(default_factory=GuardrailConfig)
     # The [controllers] table as written; controllers_config.load_controllers validates it.
     controllers: dict[str, Any] = field(default_factory=dict)
+    # Node agents over MQTT (controlplane.mqtt.settings); off unless enabled.
+    mqtt: MqttConfig = field(default_factory=MqttConfig)
 
     @classmethod
     def load(cls, path: str | Path | None) -> Config:
@@ -62,7 +65,7 @@ class Config:
             return cls()
         with open(path, "rb") as handle:
             document = tomllib.load(handle)
-        unknown = set(document) - {"server", "model", "guardrails", "controllers"}
+        unknown = set(document) - {"server", "model", "guardrails", "controllers", "mqtt"}
         if unknown:
             raise ValueError(f"{path}: unknown section(s) {sorted(unknown)}")
         return cls(
@@ -70,6 +73,7 @@ class Config:
             model=_build(ModelConfig, document.get("model", {}), f"{path} [model]"),
             guardrails=_build(GuardrailConfig, document.get("guardrails", {}), f"{path} [guardrails]"),
             controllers=dict(document.get("controllers", {})),
+            mqtt=_build(MqttConfig, document.get("mqtt", {}), f"{path} [mqtt]"),
         )
 
     def with_server(self, **overrides: Any) -> Config:

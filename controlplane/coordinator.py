@@ -14,10 +14,13 @@
 3. **Order and coupling.** Winners are taken in apply order: `LAYER_ORDER` (infrastructure, then model
    serving, which follows the placement of its nodes, then platform, then application), remediation before
    the rest of the platform layer, then higher priority first. A no-op (the inventory already says so) is
-   `REJECTED` as "no change". An action coupled with one accepted earlier in the round is `REJECTED`
-   (deferred to a later round): a Scale of a service being remediated, a Route with weights on a replica a
-   Place is moving, a pipeline reconfiguration on a node a Place moves something onto or off. Only
-   accepted actions couple: a remediation the rate limit refused does not hold back a Scale.
+   `REJECTED` as "no change". An action for a node that is not ready (a Place onto it, a Remediate of a
+   replica on it: its agent is offline) is `REJECTED`, and so is one outside the `bounds` a central plane
+   set for a node's local controllers (hierarchical control, `controlplane.mqtt.bounds`). An action
+   coupled with one accepted earlier in the round is `REJECTED` (deferred to a later round): a Scale of
+   a service being remediated, a Route with weights on a replica a Place is moving, a pipeline
+   reconfiguration on a node a Place moves something onto or off. Only accepted actions couple: a
+   remediation the rate limit refused does not hold back a Scale.
 4. **Guardrails.** `guardrails.RoundGuard.check`: cool-down, Scale bounds, step and budgets (clamped
    where possible, refused otherwise), and the rate limit on disruptive actions. Budgets and the rate limit
    are shared by the round: what an earlier action used, a later one cannot.
@@ -34,6 +37,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from controlplane.actions import (
     LAYER_ORDER,
@@ -117,11 +121,20 @@ class _Entry:
         return self.submitted.action
 
 
+class Bounds(Protocol):
+    """Limits a higher-level plane sets on this coordinator's proposals (hierarchical control)."""
+
+    def refuses(self, action: Action, inventory: Inventory) -> str:
+        """Why `action` is outside the bounds, or "" if it is within them."""
+
+
 class Coordinator:
     """Decides on each round's proposals; holds the `Guardrails` whose state lasts across rounds."""
 
-    def __init__(self, guardrails: Guardrails | None = None) -> None:
+    def __init__(self, guardrails: Guardrails | None = None, bounds: Bounds | None = None) -> None:
         self.guardrails = guardrails or Guardrails()
+        # Set on a node agent's local loop by the plane above it; None for the top-level plane.
+        self.bounds = bounds
 
     def plan(
         self,
@@ -197,6 +210,12 @@ class Coordinator:
             unchanged = round_guard.no_change(entry.action)
             if unchanged:
                 decide(entry, DecisionStatus.REJECTED, f"no change: {unchanged}")
+                continue
+            refused = _offline_node(entry.action, inventory) or (
+                self.bounds.refuses(entry.action, inventory) if self.bounds is not None else ""
+            )
+            if refused:
+                decide(entry, DecisionStatus.REJECTED, refused)
                 continue
             coupled = coupling.blocks(entry.action)
             if coupled:
@@ -276,6 +295,19 @@ class _Coupling:
             if nodes:
                 return f"serialized after placement on node {', '.join(nodes)}; reconfiguration deferred"
         return ""
+
+
+def _offline_node(action: Action, inventory: Inventory) -> str:
+    """Why `action` must not be sent: it is for a node the inventory knows to be not ready; else ""."""
+    node = ""
+    if isinstance(action, Place):
+        node = action.node
+    elif isinstance(action, Remediate) and action.replica:
+        node = inventory.placements.get(action.replica, "")
+    known = inventory.nodes.get(node)
+    if known is not None and not known.ready:
+        return f"node {node} is not ready (its agent is offline); no actions are sent to it"
+    return ""
 
 
 def _on_node(device: str, node: str) -> bool:

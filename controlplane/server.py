@@ -96,8 +96,15 @@ class ControlPlaneServer:
             registry = default_registry
             registry.discover()
         self.registry = registry
-        self.actuator = actuator or InMemoryActuator()
         self.store = DecisionStore(server.decision_store)
+        # Node agents over MQTT, when enabled and no actuator is given (controlplane.mqtt.plane).
+        self.mqtt = None
+        if actuator is None and self.config.mqtt.enabled:
+            from controlplane.mqtt.plane import PlaneMqtt
+
+            self.mqtt = PlaneMqtt(self.config.mqtt, self.model, self.store, self._decisions_arrived)
+            actuator = self.mqtt.actuator
+        self.actuator = actuator or InMemoryActuator()
         self.metrics = ControlPlaneMetrics(
             span_counts=lambda: (self.model.spans_accepted, self.model.spans_rejected),
             queue_bytes=lambda: self.ingestor.queued_bytes,
@@ -147,6 +154,8 @@ class ControlPlaneServer:
             else:
                 grpc_ports[address] = self._grpc.add_secure_port(address, credentials)
         self.ingestor.start()
+        if self.mqtt is not None:
+            await self.mqtt.start()
         self._retention()
         self._retention_task = asyncio.create_task(self._retention_every(RETENTION_SECONDS))
         self.loop.start()
@@ -165,6 +174,11 @@ class ControlPlaneServer:
         self.ports = BoundPorts(grpc_ports[server.otlp_grpc], http_port, grpc_ports[server.api])
         log.info("listening: %s", self.ports)
         return self.ports
+
+    async def _decisions_arrived(self) -> None:
+        """Decisions were stored outside a tick (node agents' own): wake the API's watchers."""
+        async with self.loop.decided:
+            self.loop.decided.notify_all()
 
     async def _metrics_page(self, request: web.Request) -> web.Response:
         return web.Response(body=self.metrics.exposition(), headers={"Content-Type": METRICS_CONTENT_TYPE})
@@ -205,6 +219,8 @@ class ControlPlaneServer:
         if self._retention_task is not None:
             self._retention_task.cancel()
         await self.loop.stop()
+        if self.mqtt is not None:
+            await self.mqtt.stop()
         await self.health.enter_graceful_shutdown()
         if self._http is not None:
             await self._http.cleanup()
