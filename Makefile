@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
-PROTO_SRC := $(wildcard protos/controlplane/v1/*.proto)
+PROTO_SRC := $(wildcard protos/controlplane/v1/*.proto) $(wildcard protos/pipelive/v1/*.proto)
 
 .PHONY: setup test lint demo bench protos clean system-deps
 
