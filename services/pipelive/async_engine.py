@@ -69,7 +69,7 @@ class AsyncEngine:
     async def generate(
         self, prompt_token_ids: list[int], params: SamplingParams, request_id: str | None = None
     ) -> AsyncIterator[TokenOutput]:
-        """Stream the request's tokens; closing the stream early aborts the request (use contextlib.aclosing)."""
+        """Stream the request's tokens; closing the stream early (contextlib.aclosing) aborts the request."""
         request_id = request_id or f"cmpl-{uuid.uuid4().hex}"
         queue: asyncio.Queue[TokenOutput | BaseException] = asyncio.Queue()
         self._streams[request_id] = (asyncio.get_running_loop(), queue)

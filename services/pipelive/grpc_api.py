@@ -39,7 +39,7 @@ def status_message(status: EngineStatus) -> pb.StatusResponse:
                 usable_bytes=stage.usable_bytes,
                 weight_bytes=stage.weight_bytes,
                 kv_bytes=stage.kv_bytes,
-                # One block-id space for all stages: every stage holds the same blocks (its own layers' share).
+                # One block-id space for all stages: each holds every block (for its own layers).
                 kv_blocks_total=stage.num_chunks * kv.blocks_per_chunk,
                 kv_blocks_used=kv.used_blocks,
                 kv_blocks_free=stage.num_chunks * kv.blocks_per_chunk - kv.used_blocks,
@@ -78,7 +78,7 @@ class PipeLiveService(pb_grpc.PipeLiveServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{error.field}: {error}")
         decoder = self.tokenizer.stream_decoder()
         index = 0
-        # Cancellation (the client went away) closes the stream, which aborts the request and frees its blocks.
+        # Cancellation (client gone) closes the stream, which aborts the request and frees its blocks.
         async with contextlib.aclosing(self.engine.generate(prompt_ids, params)) as outputs:
             async for output in outputs:
                 text = decoder.push(output.token_id) + (decoder.flush() if output.finished else "")

@@ -1,4 +1,4 @@
-"""The PipeLive server: one engine behind the OpenAI-compatible HTTP API and the gRPC API, on one event loop."""
+"""The PipeLive server: one engine behind the OpenAI-compatible HTTP API and the gRPC API, one event loop."""
 
 from __future__ import annotations
 
@@ -92,10 +92,8 @@ class PipeLiveServer:
 
     async def serve_forever(self, http_address: str, grpc_address: str) -> None:
         ports = await self.start(http_address, grpc_address)
-        print(
-            f"PipeLive: HTTP http://{_split(http_address)[0]}:{ports.http}/v1  gRPC {grpc_address.rsplit(':', 1)[0]}:{ports.grpc}",
-            flush=True,
-        )
+        host = _split(http_address)[0]
+        print(f"PipeLive: HTTP http://{host}:{ports.http}/v1, gRPC port {ports.grpc}", flush=True)
         try:
             await asyncio.Event().wait()
         finally:
