@@ -8,20 +8,26 @@ iteration at a time), `reference` (dense oracle), and the serving side: `async_e
 `grpc_api`, `server`, `metrics`, `bench`, `cli`.
 """
 
-from services.pipelive.block_pool import BlockPool, NoFreeBlocks, ResizeRefused
-from services.pipelive.config import PRESETS, EngineConfig, ModelConfig
-from services.pipelive.engine import LLMEngine, TokenOutput
-from services.pipelive.params import InvalidRequest, SamplingParams
+from importlib import import_module
+from typing import Any
 
-__all__ = [
-    "PRESETS",
-    "BlockPool",
-    "EngineConfig",
-    "InvalidRequest",
-    "LLMEngine",
-    "ModelConfig",
-    "NoFreeBlocks",
-    "ResizeRefused",
-    "SamplingParams",
-    "TokenOutput",
-]
+# Imported on first use, so that `controlplane` commands other than `pipelive` never load torch.
+_EXPORTS = {
+    "PRESETS": "config",
+    "EngineConfig": "config",
+    "ModelConfig": "config",
+    "BlockPool": "block_pool",
+    "NoFreeBlocks": "block_pool",
+    "ResizeRefused": "block_pool",
+    "LLMEngine": "engine",
+    "TokenOutput": "engine",
+    "InvalidRequest": "params",
+    "SamplingParams": "params",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f"services.pipelive.{_EXPORTS[name]}"), name)

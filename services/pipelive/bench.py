@@ -1,0 +1,229 @@
+"""`controlplane pipelive bench`: replay the Azure trace against the engine for 1, 2 and 4 stages, and
+measure the paged operator against a plain dense decode loop on the same weights and batch.
+
+A benchmark, not a test: it prints numbers (TTFT and TPOT p50/p99, output tokens/s, KV usage); `--json`
+prints them as one object. Requests go straight into the engine (no HTTP), each stage in its own process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from services.pipelive.config import EngineConfig, ModelConfig
+from services.pipelive.engine import LLMEngine
+from services.pipelive.params import SamplingParams
+from services.pipelive.reference import DenseReference
+from services.pipelive.workload import ReplayRequest, read_trace, scale_trace
+
+
+def shared_data() -> Path:
+    default = Path(__file__).resolve().parents[3] / "shared" / "data"
+    return Path(os.environ.get("CONTROLPLANE_SHARED_DATA", default))
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    """Nearest-rank percentile; 0 for no values."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), int(-(-fraction * len(ordered) // 1))))
+    return ordered[rank - 1]
+
+
+@dataclass
+class _Progress:
+    arrival: float
+    first: float | None = None
+    last: float | None = None
+    tokens: int = 0
+
+
+def replay(engine: LLMEngine, requests: list[ReplayRequest]) -> dict[str, Any]:
+    """Submit requests at their arrival times, step the engine, and measure what clients would see."""
+    progress: dict[str, _Progress] = {}
+    usage: list[float] = []
+    pending = sorted(requests, key=lambda r: r.arrival)
+    start = time.perf_counter()
+    next_index = 0
+    while next_index < len(pending) or engine.has_unfinished():
+        now = time.perf_counter() - start
+        while next_index < len(pending) and pending[next_index].arrival <= now:
+            item = pending[next_index]
+            params = SamplingParams(max_tokens=item.max_tokens, ignore_eos=True)
+            request_id = engine.add_request(item.prompt_token_ids, params)
+            progress[request_id] = _Progress(arrival=start + item.arrival)
+            next_index += 1
+        if not engine.has_unfinished():
+            time.sleep(max(0.0, pending[next_index].arrival - (time.perf_counter() - start)))
+            continue
+        outputs = engine.step()
+        stamp = time.perf_counter()
+        usage.append(engine.pool.usage())
+        for output in outputs:
+            state = progress[output.request_id]
+            state.first = state.first or stamp
+            state.last = stamp
+            state.tokens += 1
+    elapsed = time.perf_counter() - start
+    ttft = [(p.first - p.arrival) * 1000 for p in progress.values() if p.first is not None]
+    tpot = [
+        (p.last - p.first) * 1000 / (p.tokens - 1)
+        for p in progress.values()
+        if p.first is not None and p.last is not None and p.tokens > 1
+    ]
+    output_tokens = sum(p.tokens for p in progress.values())
+    return {
+        "requests": len(progress),
+        "output_tokens": output_tokens,
+        "seconds": round(elapsed, 3),
+        "ttft_p50_ms": round(percentile(ttft, 0.5), 2),
+        "ttft_p99_ms": round(percentile(ttft, 0.99), 2),
+        "tpot_p50_ms": round(percentile(tpot, 0.5), 2),
+        "tpot_p99_ms": round(percentile(tpot, 0.99), 2),
+        "output_tokens_per_second": round(output_tokens / elapsed, 2),
+        "kv_usage_mean": round(statistics.fmean(usage), 4) if usage else 0.0,
+        "kv_usage_max": round(max(usage), 4) if usage else 0.0,
+        "preemptions": engine.scheduler.num_preemptions,
+        "kv_blocks_total": engine.pool.num_total,
+    }
+
+
+def paged_vs_dense(
+    model: ModelConfig, batch: int, prompt_len: int, steps: int, stage_memory: int
+) -> dict[str, Any]:
+    """Decode tokens/s of the engine (1 stage, in-process) and of the dense loop, same weights and batch."""
+    prompts = [[(31 * row + 7 * col) % model.vocab_size for col in range(prompt_len)] for row in range(batch)]
+    dense = DenseReference(model)
+    dense.generate(prompts, 2)  # warm-up
+    started = time.perf_counter()
+    dense.generate(prompts, 1)
+    dense_prefill = time.perf_counter() - started
+    started = time.perf_counter()
+    dense_tokens = dense.generate(prompts, steps + 1)
+    dense_decode = time.perf_counter() - started - dense_prefill
+    del dense
+    config = EngineConfig(
+        num_stages=1,
+        stage_memory_bytes=stage_memory,
+        max_num_batched_tokens=max(batch * prompt_len, 512),
+        max_num_seqs=batch,
+    )
+    with LLMEngine(model, config) as engine:
+        engine.generate(prompts, SamplingParams(max_tokens=2))  # warm-up
+        ids = [engine.add_request(p, SamplingParams(max_tokens=steps + 1)) for p in prompts]
+        outputs: dict[str, list[int]] = {i: [] for i in ids}
+        for output in engine.step():  # the whole batch's prefill in one step, then decodes only
+            outputs[output.request_id].append(output.token_id)
+        started = time.perf_counter()
+        while engine.has_unfinished():
+            for output in engine.step():
+                outputs[output.request_id].append(output.token_id)
+        paged_decode = time.perf_counter() - started
+    paged_tokens = [outputs[i] for i in ids]
+    agree = sum(
+        a == b for x, y in zip(dense_tokens, paged_tokens, strict=True) for a, b in zip(x, y, strict=True)
+    )
+    dense_rate = batch * steps / dense_decode
+    paged_rate = batch * steps / paged_decode
+    return {
+        "batch": batch,
+        "prompt_tokens": prompt_len,
+        "decode_steps": steps,
+        "dense_decode_tokens_per_second": round(dense_rate, 2),
+        "paged_decode_tokens_per_second": round(paged_rate, 2),
+        "paged_overhead_percent": round((dense_rate / paged_rate - 1) * 100, 1),
+        "greedy_token_agreement": round(agree / (batch * (steps + 1)), 4),
+    }
+
+
+def run(
+    model: ModelConfig,
+    stage_counts: list[int],
+    *,
+    trace: str = "conv",
+    num_requests: int = 48,
+    rate: float = 2.0,
+    token_scale: float = 0.25,
+    max_prompt: int = 256,
+    max_output: int = 64,
+    stage_memory: int = 768 * 2**20,
+    mode: str = "process",
+    dense_batch: int = 16,
+    progress: bool = True,
+) -> dict[str, Any]:
+    trace_file = shared_data() / "azure-llm-inference-2023" / f"AzureLLMInferenceTrace_{trace}.csv"
+    requests = scale_trace(
+        read_trace(trace_file, limit=num_requests),
+        rate=rate,
+        token_scale=token_scale,
+        max_prompt=max_prompt,
+        max_output=max_output,
+        vocab_size=model.vocab_size,
+    )
+    result: dict[str, Any] = {
+        "model": model.name,
+        "parameters": model.parameter_count(),
+        "dtype": model.dtype,
+        "device": "cuda" if torch.cuda.is_available() else "cpu",
+        "cpu_threads": torch.get_num_threads(),
+        "workload": {
+            "trace": trace_file.name,
+            "requests": len(requests),
+            "mean_rate_per_second": rate,
+            "token_scale": token_scale,
+            "prompt_tokens_mean": round(statistics.fmean(len(r.prompt_token_ids) for r in requests), 1),
+            "output_tokens_mean": round(statistics.fmean(r.max_tokens for r in requests), 1),
+        },
+        "mode": mode,
+        "stages": {},
+    }
+    for stages in stage_counts:
+        if progress:
+            print(f"replaying {len(requests)} requests with {stages} stage(s) ...", flush=True)
+        config = EngineConfig(num_stages=stages, stage_memory_bytes=stage_memory)
+        with LLMEngine(model, config, mode=mode) as engine:
+            warm = [ReplayRequest(0.0, requests[0].prompt_token_ids, 2)]
+            replay(engine, warm)
+            result["stages"][str(stages)] = replay(engine, requests)
+    if dense_batch:
+        if progress:
+            print("paged decode vs dense decode ...", flush=True)
+        result["paged_vs_dense"] = paged_vs_dense(model, dense_batch, 128, 32, stage_memory)
+    return result
+
+
+def print_human(result: dict[str, Any]) -> None:
+    workload = result["workload"]
+    print(
+        f"model {result['model']} ({result['parameters'] / 1e6:.0f}M parameters, {result['dtype']}, "
+        f"{result['device']}), {result['mode']} mode; workload {workload['trace']}: {workload['requests']} requests, "
+        f"{workload['mean_rate_per_second']}/s, prompt {workload['prompt_tokens_mean']} / output "
+        f"{workload['output_tokens_mean']} tokens on average"
+    )
+    header = f"{'stages':>6} {'TTFT p50':>10} {'TTFT p99':>10} {'TPOT p50':>10} {'TPOT p99':>10} {'out tok/s':>10} {'KV mean':>8}"
+    print(header)
+    for stages, row in result["stages"].items():
+        print(
+            f"{stages:>6} {row['ttft_p50_ms']:>8.1f}ms {row['ttft_p99_ms']:>8.1f}ms {row['tpot_p50_ms']:>8.1f}ms "
+            f"{row['tpot_p99_ms']:>8.1f}ms {row['output_tokens_per_second']:>10.1f} {row['kv_usage_mean']:>8.1%}"
+        )
+    dense = result.get("paged_vs_dense")
+    if dense:
+        print(
+            f"decode, batch {dense['batch']} x {dense['prompt_tokens']} prompt tokens: paged "
+            f"{dense['paged_decode_tokens_per_second']:.1f} tok/s, dense {dense['dense_decode_tokens_per_second']:.1f}"
+            f" tok/s (paged costs {dense['paged_overhead_percent']:+.1f}%); greedy agreement "
+            f"{dense['greedy_token_agreement']:.1%}"
+        )
+
+
+def to_json(result: dict[str, Any]) -> str:
+    return json.dumps(result, indent=2)
