@@ -204,24 +204,31 @@ def print_human(result: dict[str, Any]) -> None:
     workload = result["workload"]
     print(
         f"model {result['model']} ({result['parameters'] / 1e6:.0f}M parameters, {result['dtype']}, "
-        f"{result['device']}), {result['mode']} mode; workload {workload['trace']}: {workload['requests']} requests, "
-        f"{workload['mean_rate_per_second']}/s, prompt {workload['prompt_tokens_mean']} / output "
-        f"{workload['output_tokens_mean']} tokens on average"
+        f"{result['device']}), {result['mode']} mode; workload {workload['trace']}: "
+        f"{workload['requests']} requests, {workload['mean_rate_per_second']}/s, prompt "
+        f"{workload['prompt_tokens_mean']} / output {workload['output_tokens_mean']} tokens on average"
     )
-    header = f"{'stages':>6} {'TTFT p50':>10} {'TTFT p99':>10} {'TPOT p50':>10} {'TPOT p99':>10} {'out tok/s':>10} {'KV mean':>8}"
-    print(header)
+    columns = ("stages", "TTFT p50", "TTFT p99", "TPOT p50", "TPOT p99", "out tok/s", "KV mean")
+    print(" ".join(f"{name:>10}" for name in columns))
     for stages, row in result["stages"].items():
-        print(
-            f"{stages:>6} {row['ttft_p50_ms']:>8.1f}ms {row['ttft_p99_ms']:>8.1f}ms {row['tpot_p50_ms']:>8.1f}ms "
-            f"{row['tpot_p99_ms']:>8.1f}ms {row['output_tokens_per_second']:>10.1f} {row['kv_usage_mean']:>8.1%}"
-        )
+        cells = [
+            stages,
+            f"{row['ttft_p50_ms']:.1f}ms",
+            f"{row['ttft_p99_ms']:.1f}ms",
+            f"{row['tpot_p50_ms']:.1f}ms",
+            f"{row['tpot_p99_ms']:.1f}ms",
+            f"{row['output_tokens_per_second']:.1f}",
+            f"{row['kv_usage_mean']:.1%}",
+        ]
+        print(" ".join(f"{cell:>10}" for cell in cells))
     dense = result.get("paged_vs_dense")
     if dense:
         print(
-            f"decode, batch {dense['batch']} x {dense['prompt_tokens']} prompt tokens: paged "
-            f"{dense['paged_decode_tokens_per_second']:.1f} tok/s, dense {dense['dense_decode_tokens_per_second']:.1f}"
-            f" tok/s (paged costs {dense['paged_overhead_percent']:+.1f}%); greedy agreement "
-            f"{dense['greedy_token_agreement']:.1%}"
+            f"decode, batch {dense['batch']} x {dense['prompt_tokens']} prompt tokens: "
+            f"paged {dense['paged_decode_tokens_per_second']:.1f} tok/s, "
+            f"dense {dense['dense_decode_tokens_per_second']:.1f} tok/s "
+            f"(paged costs {dense['paged_overhead_percent']:+.1f}%); "
+            f"greedy agreement {dense['greedy_token_agreement']:.1%}"
         )
 
 

@@ -57,7 +57,7 @@ def scale_trace(
     vocab_size: int,
     seed: int = 0,
 ) -> list[ReplayRequest]:
-    """Compress time to `rate` requests/s on average and scale/cap token counts; prompts are seeded random ids."""
+    """Compress time to `rate` requests/s on average, scale and cap token counts; prompts are seeded ids."""
     if not trace:
         return []
     span = trace[-1].arrival - trace[0].arrival
