@@ -175,7 +175,8 @@ class LLMEngine:
                     f"(budget {tight.usable_bytes} bytes usable, weights {tight.weight_bytes}) has room for "
                     f"{tight.max_blocks} blocks, i.e. {capacity} chunks of {per_chunk}"
                 )
-            return ResizeResult(self.pool.num_total, added_chunks=self._add_chunks(target_chunks - current))
+            added = self._add_chunks(target_chunks - current)
+            return ResizeResult(self.pool.num_total, added_chunks=added)
         if target_chunks < current:
             needed = max(
                 (
