@@ -84,7 +84,10 @@ def test_kv_pool_grows_and_shrinks_while_requests_run(expected: list[list[int]])
         assert len(shrunk.released_chunks) == free_chunks
         assert engine.pool.live_blocks() == used_before  # no live block moved
         kv_bytes = [s.kv_bytes for s in engine.status().stages]
-        assert all(b == (12 - free_chunks) * s.chunk_bytes for b, s in zip(kv_bytes, engine.status().stages))
+        assert all(
+            b == (12 - free_chunks) * s.chunk_bytes
+            for b, s in zip(kv_bytes, engine.status().stages, strict=True)
+        )
         while engine.has_unfinished():
             step()
     assert [outputs[i] for i in ids] == expected
