@@ -1,4 +1,4 @@
-"""The HTTP (OpenAI-compatible) and gRPC front ends on loopback: streaming, bad input, disconnects, metrics."""
+"""The HTTP (OpenAI-compatible) and gRPC front ends on loopback: streams, bad input, disconnects, metrics."""
 
 import http.client
 import json
