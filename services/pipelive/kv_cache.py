@@ -120,5 +120,5 @@ class StageKVCache:
         shape = (2, rows.count, self.config.num_key_value_heads, self.config.head_dim)
         out = torch.empty(shape, dtype=self.config.torch_dtype, device=self.device)
         for chunk_id, positions, local in rows.groups:
-            out[:, positions] = self._layer_view(chunk_id, layer).index_select(1, local)
+            out.index_copy_(1, positions, self._layer_view(chunk_id, layer).index_select(1, local))
         return out
