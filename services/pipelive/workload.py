@@ -9,10 +9,13 @@ and time is compressed to a target arrival rate.
 from __future__ import annotations
 
 import csv
+import json
 import random
-from dataclasses import dataclass
+import statistics
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -70,3 +73,65 @@ def scale_trace(
         ids = [generator.randrange(vocab_size) for _ in range(prompt)]
         replay.append(ReplayRequest((item.arrival - trace[0].arrival) * time_scale, ids, output))
     return replay
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    """Nearest-rank percentile; 0 for no values."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), -int(-fraction * len(ordered) // 1)))
+    return ordered[rank - 1]
+
+
+@dataclass
+class RequestTiming:
+    """What a client of one request sees (perf_counter seconds)."""
+
+    arrival: float
+    first: float | None = None
+    last: float | None = None
+    tokens: int = 0
+
+    def token(self, stamp: float, count: int = 1) -> None:
+        self.first = self.first or stamp
+        self.last = stamp
+        self.tokens += count
+
+
+@dataclass
+class ReplayResult:
+    timings: list[RequestTiming]
+    seconds: float
+    kv_usage: list[float] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        ttft = [(t.first - t.arrival) * 1000 for t in self.timings if t.first is not None]
+        tpot = [
+            (t.last - t.first) * 1000 / (t.tokens - 1)
+            for t in self.timings
+            if t.first is not None and t.last is not None and t.tokens > 1
+        ]
+        output_tokens = sum(t.tokens for t in self.timings)
+        result = {
+            "requests": len(self.timings),
+            "output_tokens": output_tokens,
+            "seconds": round(self.seconds, 3),
+            "ttft_p50_ms": round(percentile(ttft, 0.5), 2),
+            "ttft_p99_ms": round(percentile(ttft, 0.99), 2),
+            "tpot_p50_ms": round(percentile(tpot, 0.5), 2),
+            "tpot_p99_ms": round(percentile(tpot, 0.99), 2),
+            "output_tokens_per_second": round(output_tokens / self.seconds, 2) if self.seconds else 0.0,
+        }
+        if self.kv_usage:
+            result["kv_usage_mean"] = round(statistics.fmean(self.kv_usage), 4)
+            result["kv_usage_max"] = round(max(self.kv_usage), 4)
+        return result
+
+
+def save_replay(requests: list[ReplayRequest], path: str | Path) -> None:
+    Path(path).write_text(json.dumps([asdict(r) for r in requests]))
+
+
+def load_replay(path: str | Path) -> list[ReplayRequest]:
+    return [ReplayRequest(**item) for item in json.loads(Path(path).read_text())]
