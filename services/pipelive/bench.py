@@ -147,6 +147,8 @@ def compare_with_vllm(
             "PYTHONPATH": str(REPO),
             "VLLM_CPU_KVCACHE_SPACE": str(max(1, stage_memory // 2**30)),
             "VLLM_LOGGING_LEVEL": "WARNING",
+            # vLLM would drop to one torch thread on a 2-core machine; give it as many as our stages get.
+            "OMP_NUM_THREADS": str(torch.get_num_threads()),
         }
         # vLLM's own logs go to stderr so that `--json` stays one object on stdout.
         subprocess.run(command, cwd=REPO, env=environment, check=True, stdout=sys.stderr)
@@ -167,7 +169,7 @@ def run(
     *,
     trace: str = "conv",
     num_requests: int = 48,
-    rate: float = 2.0,
+    rate: float = 1.0,
     token_scale: float = 0.25,
     max_prompt: int = 256,
     max_output: int = 64,

@@ -63,7 +63,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[
     bench.add_argument("--mode", choices=["thread", "process"], default="process")
     bench.add_argument("--trace", choices=["conv", "code"], default="conv")
     bench.add_argument("--requests", type=int, default=48)
-    bench.add_argument("--rate", type=float, default=2.0, help="mean arrivals per second after time scaling")
+    bench.add_argument("--rate", type=float, default=1.0, help="mean arrivals per second after time scaling")
     bench.add_argument("--token-scale", type=float, default=0.25, help="factor on the trace's token counts")
     bench.add_argument("--max-prompt", type=int, default=256)
     bench.add_argument("--max-output", type=int, default=64)
