@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,10 +92,15 @@ class PipeLiveServer:
         await asyncio.to_thread(self.engine.stop)
 
     async def serve_forever(self, http_address: str, grpc_address: str) -> None:
+        stopped = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            # Stop cleanly on a signal: the stage processes are shut down, not orphaned.
+            loop.add_signal_handler(signum, stopped.set)
         ports = await self.start(http_address, grpc_address)
         host = _split(http_address)[0]
         print(f"PipeLive: HTTP http://{host}:{ports.http}/v1, gRPC port {ports.grpc}", flush=True)
         try:
-            await asyncio.Event().wait()
+            await stopped.wait()
         finally:
             await self.stop()
