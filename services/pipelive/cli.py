@@ -40,7 +40,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[
     sub = pipelive.add_subparsers(dest="pipelive_command", required=True)
 
     serve = sub.add_parser("serve", help="serve a model over an OpenAI-compatible HTTP API and gRPC")
-    serve.add_argument("--model", help="preset (tiny, small, bench), JSON config, or Llama safetensors dir")
+    serve.add_argument(
+        "--model", help="preset (tiny, small, bench, 300m), JSON config, or Llama safetensors dir"
+    )
     serve.add_argument("--stages", type=int, default=1, help="pipeline stages")
     serve.add_argument("--layer-split", type=_int_list, help="layers per stage, e.g. 3,5 (default: even)")
     serve.add_argument("--mode", choices=["thread", "process"], default="process", help="stage workers")

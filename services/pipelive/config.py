@@ -141,8 +141,8 @@ class ModelConfig:
         return cls.from_hf_json(data, name=Path(path).stem)
 
 
-# Named sizes: tests use "tiny"; the benchmark uses "bench" (about 0.1 B parameters, head_dim 64 so that
-# vLLM's CPU attention accepts it too); "small" is for quick manual runs.
+# Named sizes: tests use "tiny"; the benchmark uses "bench" (82 M parameters, head_dim 64 so that vLLM's CPU
+# attention accepts it too); "small" is for quick manual runs; "300m" (336 M) is for larger machines.
 PRESETS: dict[str, ModelConfig] = {
     "tiny": ModelConfig(),
     "small": ModelConfig(
@@ -163,6 +163,17 @@ PRESETS: dict[str, ModelConfig] = {
         intermediate_size=2048,
         num_hidden_layers=12,
         num_attention_heads=12,
+        num_key_value_heads=4,
+        head_dim=64,
+        max_position_embeddings=2048,
+    ),
+    "300m": ModelConfig(
+        name="pipelive-300m",
+        vocab_size=32000,
+        hidden_size=1024,
+        intermediate_size=2816,
+        num_hidden_layers=24,
+        num_attention_heads=16,
         num_key_value_heads=4,
         head_dim=64,
         max_position_embeddings=2048,
