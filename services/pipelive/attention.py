@@ -56,8 +56,8 @@ class PagedAttention:
         out = torch.empty_like(query)
         if self._decode is not None:
             batch = self.plan.num_decodes
-            kv = self.cache.gather(layer, self._decode)  # [2, B*T, kv_heads, d]
-            kv = kv.view(2, batch, -1, kv.shape[-2], kv.shape[-1]).transpose(2, 3)  # [2, B, kv_heads, T, d]
+            kv = self.cache.gather(layer, self._decode)  # [2, kv_heads, B*T, d]
+            kv = kv.view(2, kv.shape[1], batch, -1, kv.shape[-1]).transpose(1, 2)  # [2, B, kv_heads, T, d]
             q = query[:batch].unsqueeze(2)  # [B, heads, 1, d]
             attended = F.scaled_dot_product_attention(
                 q, kv[0], kv[1], attn_mask=self._decode_mask, enable_gqa=True
@@ -71,7 +71,7 @@ class PagedAttention:
                 v = value[tokens].transpose(0, 1).unsqueeze(0)
                 attended = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
             else:
-                kv = self.cache.gather(layer, rows).transpose(1, 2).unsqueeze(1)  # [2, 1, kv_heads, C, d]
+                kv = self.cache.gather(layer, rows).unsqueeze(1)  # [2, 1, kv_heads, C, d]
                 attended = F.scaled_dot_product_attention(q, kv[0], kv[1], attn_mask=mask, enable_gqa=True)
             out[tokens] = attended.squeeze(0).transpose(0, 1)
         return out

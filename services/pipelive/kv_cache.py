@@ -2,7 +2,7 @@
 
 The stage's layers are grouped k at a time (`layers_per_unit`, k = 4 as the PipeLive paper settles on):
 the keys and values of the k layers of a group, for one chunk of blocks, are one tensor
-`[k, 2, blocks_per_chunk * block_size, kv_heads, head_dim]` — one physical allocation unit. Chunks are
+`[k, 2, kv_heads, blocks_per_chunk * block_size, head_dim]` — one physical allocation unit. Chunks are
 allocated and released whole (`add_chunk`, `release_chunk`), so the pool grows and shrinks without copying;
 a layer group can later be dropped or added on its own when layers move between stages.
 
@@ -91,7 +91,9 @@ class StageKVCache:
     def add_chunk(self, chunk_id: int) -> None:
         if chunk_id in self._chunks:
             raise ValueError(f"chunk {chunk_id} already exists on this stage")
-        shape = (self.rows_per_chunk, self.config.num_key_value_heads, self.config.head_dim)
+        # Head-major rows: a gathered context is [kv_heads, tokens, head_dim], each head's rows contiguous,
+        # the layout attention wants, so no transposing copy follows the gather.
+        shape = (self.config.num_key_value_heads, self.rows_per_chunk, self.config.head_dim)
         self._chunks[chunk_id] = [
             torch.zeros((len(unit), 2, *shape), dtype=self.config.torch_dtype, device=self.device)
             for unit in self.units
@@ -103,22 +105,23 @@ class StageKVCache:
 
     def _layer_view(self, chunk_id: int, layer: int) -> torch.Tensor:
         unit, index = self._unit_of_layer[layer]
-        return self._chunks[chunk_id][unit][index]  # [2, rows, kv_heads, head_dim]
+        return self._chunks[chunk_id][unit][index]  # [2, kv_heads, rows, head_dim]
 
     def write(self, layer: int, rows: RowGroups, key: torch.Tensor, value: torch.Tensor) -> None:
         """Store the new tokens' keys and values [N, kv_heads, head_dim] at their rows."""
+        key, value = key.transpose(0, 1), value.transpose(0, 1)  # [kv_heads, N, head_dim]
         for chunk_id, positions, local in rows.groups:
             view = self._layer_view(chunk_id, layer)
-            view[0].index_copy_(0, local, key if positions is None else key[positions])
-            view[1].index_copy_(0, local, value if positions is None else value[positions])
+            view[0].index_copy_(1, local, key if positions is None else key[:, positions])
+            view[1].index_copy_(1, local, value if positions is None else value[:, positions])
 
     def gather(self, layer: int, rows: RowGroups) -> torch.Tensor:
-        """Keys and values at `rows`, across however many chunks they span: [2, N, kv_heads, head_dim]."""
+        """Keys and values at `rows`, across however many chunks they span: [2, kv_heads, N, head_dim]."""
         if len(rows.groups) == 1:
             chunk_id, _, local = rows.groups[0]
-            return self._layer_view(chunk_id, layer).index_select(1, local)
-        shape = (2, rows.count, self.config.num_key_value_heads, self.config.head_dim)
+            return self._layer_view(chunk_id, layer).index_select(2, local)
+        shape = (2, self.config.num_key_value_heads, rows.count, self.config.head_dim)
         out = torch.empty(shape, dtype=self.config.torch_dtype, device=self.device)
         for chunk_id, positions, local in rows.groups:
-            out.index_copy_(1, positions, self._layer_view(chunk_id, layer).index_select(1, local))
+            out.index_copy_(2, positions, self._layer_view(chunk_id, layer).index_select(2, local))
         return out

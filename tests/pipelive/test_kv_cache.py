@@ -18,7 +18,7 @@ def test_layers_are_stacked_k_at_a_time_into_allocation_units() -> None:
     cache.add_chunk(0)
     cache.add_chunk(5)
     shapes = [tuple(t.shape) for t in cache._chunks[5]]
-    assert shapes == [(4, 2, 32, 2, 16), (2, 2, 32, 2, 16)]  # one tensor per unit of <= 4 layers
+    assert shapes == [(4, 2, 2, 32, 16), (2, 2, 2, 32, 16)]  # one tensor per unit of <= 4 layers
     assert cache.nbytes() == 2 * cache.chunk_nbytes() == 2 * 8 * 6 * cache.bytes_per_block_per_layer
     cache.release_chunk(0)
     assert cache.chunk_ids() == [5] and cache.nbytes() == cache.chunk_nbytes()
@@ -40,7 +40,9 @@ def test_rows_written_are_read_back_across_chunks() -> None:
     value = torch.randn(5, 2, 16, dtype=torch.float64)
     cache.write(5, groups, key, value)
     read = cache.gather(5, group_rows(rows.flip(0), rows_per_chunk))
-    assert torch.equal(read[0], key.flip(0)) and torch.equal(read[1], value.flip(0))
+    assert torch.equal(read[0], key.flip(0).transpose(0, 1)) and torch.equal(
+        read[1], value.flip(0).transpose(0, 1)
+    )
     assert torch.count_nonzero(cache.gather(4, groups)) == 0  # another layer is untouched
 
 
