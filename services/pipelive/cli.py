@@ -54,6 +54,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[
     serve.add_argument("--max-num-seqs", type=int, default=64)
     serve.add_argument("--max-model-len", type=int)
     serve.add_argument("--dtype", choices=["float32", "float64", "bfloat16", "float16"])
+    serve.add_argument("--threads-per-stage", type=int, help="torch threads per stage process")
     serve.add_argument("--http", default="127.0.0.1:8000", help="HTTP address (OpenAI API, /metrics)")
     serve.add_argument("--grpc", default="127.0.0.1:50051", help="gRPC address (pipelive.v1.PipeLive)")
     serve.set_defaults(run=_serve)
@@ -107,6 +108,7 @@ def _serve(args: argparse.Namespace) -> int:
         max_num_batched_tokens=args.max_num_batched_tokens,
         max_num_seqs=args.max_num_seqs,
         max_model_len=args.max_model_len,
+        threads_per_stage=args.threads_per_stage,
     )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     server = PipeLiveServer(model, engine, checkpoint=checkpoint, mode=args.mode)

@@ -197,6 +197,7 @@ class EngineConfig:
     num_microbatches: int | None = None  # defaults to the number of stages
     initial_kv_blocks: int | None = None  # defaults to what the budgets allow
     layer_split: tuple[int, ...] | None = None  # layers per stage; defaults to an even split
+    threads_per_stage: int | None = None  # torch threads of a stage process; default: (cores - 1) / stages
     device: str = field(default_factory=lambda: "cuda" if torch.cuda.is_available() else "cpu")
 
     def __post_init__(self) -> None:

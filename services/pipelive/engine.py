@@ -104,7 +104,7 @@ class LLMEngine:
             )
             for index, layers in enumerate(self.layer_ranges)
         ]
-        self.pipeline = start_pipeline(specs, mode)
+        self.pipeline = start_pipeline(specs, mode, self.config.threads_per_stage)
         try:
             self.pool = BlockPool(self.config.blocks_per_chunk)
             self._stages = self.pipeline.control("status")

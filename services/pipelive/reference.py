@@ -6,6 +6,7 @@ per batch, attention over its prefix. Batches here must have prompts of equal le
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import torch
@@ -49,8 +50,10 @@ class DenseReference:
         }
         tokens = torch.tensor(prompts, dtype=torch.long, device=self.device)
         outputs: list[list[int]] = [[] for _ in prompts]
+        self.step_seconds: list[float] = []  # per iteration, prefill first (the benchmark reads it)
         start = 0
         while True:
+            began = time.perf_counter()
             length = tokens.shape[1]
             positions = torch.arange(start, start + length, device=self.device).repeat(batch)
             rotary = self.rotary.tables(positions)
@@ -63,6 +66,7 @@ class DenseReference:
             next_tokens = torch.argmax(final_logits(config, self.weights, last).float(), dim=-1)
             for row, token in enumerate(next_tokens.tolist()):
                 outputs[row].append(int(token))
+            self.step_seconds.append(time.perf_counter() - began)
             start += length
             if len(outputs[0]) == max_tokens:
                 return outputs
