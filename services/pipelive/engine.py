@@ -40,6 +40,8 @@ class TokenOutput:
 
 @dataclass(frozen=True)
 class KVStatus:
+    """The shared KV pool: its geometry and how many blocks are in use."""
+
     block_size: int
     blocks_per_chunk: int
     layers_per_unit: int
@@ -51,6 +53,8 @@ class KVStatus:
 
 @dataclass(frozen=True)
 class EngineStatus:
+    """What `Status` reports: queue lengths, the KV pool, and each stage's layers and memory."""
+
     model_name: str
     num_layers: int
     running: int
@@ -61,6 +65,8 @@ class EngineStatus:
 
 @dataclass
 class ResizeResult:
+    """Pool size after a resize and the chunks it added or released."""
+
     total_blocks: int
     added_chunks: list[int] = field(default_factory=list)
     released_chunks: list[int] = field(default_factory=list)
