@@ -55,6 +55,8 @@ class App:
     placements: dict[str, str] = field(default_factory=dict)
     slowdown: dict[str, float] = field(default_factory=dict)
     errors: dict[str, float] = field(default_factory=dict)
+    # Services that are down: they answer nothing, their callers' calls into them fail.
+    down: set[str] = field(default_factory=set)
     # Where versions show: the inventory, or the `service.version` resource attribute of the spans.
     versions_from_traces: bool = False
 
@@ -64,6 +66,8 @@ class App:
             p99 = self.base[name] * self.slowdown.get(name, 1.0) * self.rng.lognormal(0.0, 0.05)
             rate = self.rate[name] * self.rng.lognormal(0.0, 0.03)
             error_rate = self.errors.get(name, 0.001 * self.rng.uniform(0.5, 1.5))
+            if name in self.down:  # the tail of the window from before it went down: fewer, clean requests
+                rate, error_rate = rate * 0.2, 0.0
             stats = summary(rate, p99, error_rate)
             version = self.versions.get(name, "v1") if self.versions_from_traces else ""
             nodes.append(
@@ -72,7 +76,8 @@ class App:
                 )
             )
         for caller, callee in sorted(self.graph.edges):
-            stats = summary(self.rate[callee], self.base[callee] * self.slowdown.get(callee, 1.0))
+            failing = 0.8 if callee in self.down else 0.001
+            stats = summary(self.rate[callee], self.base[callee] * self.slowdown.get(callee, 1.0), failing)
             edges.append(EdgeSnapshot(caller, callee, stats, stats.requests, stats.errors, float(tick)))
         snapshot = GraphSnapshot(float(tick), WINDOW, tuple(nodes), tuple(edges), 0, 0)
         services = {
@@ -164,6 +169,19 @@ def test_restart_without_version_change() -> None:
     assert action.target == "svc-07"
     assert action.operation is RemediationOperation.RESTART
     assert "rank_1" in action.evidence and "cause_z" in action.evidence
+
+
+def test_a_service_that_is_down_is_found_by_its_callers_failing_calls() -> None:
+    app = random_app(3)
+    controller = DetectLocalizeAct()
+    warm_up(controller, app)
+    down = "svc-07"
+    app.down.add(down)
+    for caller in app.graph.predecessors(down):  # the failures propagate to the callers' own answers
+        app.errors[caller] = 0.5
+    [action] = run(controller, app.view(BASELINE_TICKS))
+    assert isinstance(action, Remediate) and action.operation is RemediationOperation.RESTART
+    assert action.target == down
 
 
 @pytest.mark.parametrize("from_traces", [False, True], ids=["inventory-version", "service.version-attribute"])
