@@ -149,3 +149,16 @@ mean_rps = 300
 [cluster]
 nodes = 1
 """
+
+
+def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
+    """A throw-away (key, certificate) pair for 127.0.0.1 and localhost, made with the openssl tool."""
+    key, cert = directory / "key.pem", directory / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert)]
+        + ["-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    return key, cert

@@ -61,16 +61,24 @@ def render_config(
 class MosquittoBroker:
     """One mosquitto process with users (name -> password) and the shipped ACLs; start/stop/restart/kill."""
 
-    def __init__(self, work_dir: Path, users: Mapping[str, str], port: int | None = None) -> None:
+    def __init__(
+        self,
+        work_dir: Path,
+        users: Mapping[str, str],
+        port: int | None = None,
+        tls: Mapping[str, str] | None = None,
+    ) -> None:
+        """`tls` (cafile, certfile, keyfile: PEM paths) makes the listener TLS-only."""
         self.work_dir = Path(work_dir)
         self.users = dict(users)
+        self.tls = dict(tls) if tls else None
         self.port = port or free_port()
         self.process: subprocess.Popen | None = None
         self.config_file = self.work_dir / "mosquitto.conf"
 
     @property
     def url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.port}"
+        return f"{'mqtts' if self.tls else 'mqtt'}://127.0.0.1:{self.port}"
 
     def _prepare(self) -> None:
         binary = shutil.which("mosquitto") or (
@@ -94,7 +102,9 @@ class MosquittoBroker:
         # Mosquitto refuses to read secrets others can read (and warns about it in 2.0).
         for path in (password_file, acl_file):
             path.chmod(0o600)
-        self.config_file.write_text(render_config(self.port, self.work_dir, password_file, acl_file))
+        self.config_file.write_text(
+            render_config(self.port, self.work_dir, password_file, acl_file, tls=self.tls)
+        )
 
     def start(self, timeout: float = 5.0) -> MosquittoBroker:
         if not self.config_file.exists():

@@ -16,7 +16,7 @@ from controlplane.tracegen import TraceGenerator, layered_topology
 from protos.controlplane.v1 import controlplane_pb2 as pb
 from protos.controlplane.v1 import controlplane_pb2_grpc as pb_grpc
 from telemetry.otlp_status import EXPORT_METHOD
-from tests.support import EXAMPLE_PLUGIN, REPO, pip_install_target
+from tests.support import EXAMPLE_PLUGIN, REPO, pip_install_target, self_signed_certificate
 
 CLI = [sys.executable, "-m", "controlplane.cli"]
 TOKEN = "operator-token"
@@ -230,30 +230,7 @@ def test_installed_plugins_are_listed_without_a_server(plugin_site: Path) -> Non
 
 
 def test_tls_when_certificates_are_configured(tmp_path: Path) -> None:
-    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-            "-days",
-            "1",
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1,DNS:localhost",
-        ],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
+    key, cert = self_signed_certificate(tmp_path)
     from tests.support import running_server
 
     with running_server(tls_cert=str(cert), tls_key=str(key)) as server:
