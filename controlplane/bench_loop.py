@@ -18,7 +18,6 @@ import json
 import os
 import random
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -51,6 +50,7 @@ from controlplane.actuator import InMemoryActuator
 from controlplane.bench_store import measure_store
 from controlplane.controllers_config import load_controllers
 from controlplane.guardrails import GuardrailConfig
+from controlplane.net import free_port
 from controlplane.percentiles import percentile
 from controlplane.render import print_figures
 from controlplane.runtime import ControlLoop
@@ -310,12 +310,6 @@ async def _tick_times(
     return times, prepare_times, decided, first_tick_ms
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _list_over_grpc(store_path: str, services: int, queries: int, seed: int) -> list[float]:
     """Time `ListDecisions` by service against a `controlplane serve` process on the store, from this one
     (a client in its own process, as the CLI is; a client on the server's event loop would slow it)."""
@@ -323,9 +317,9 @@ def _list_over_grpc(store_path: str, services: int, queries: int, seed: int) -> 
     config = os.path.join(directory, "serve.toml")
     with open(config, "w") as handle:
         handle.write(f"[server]\ndecision_store = {json.dumps(store_path)}\n")
-    target = f"127.0.0.1:{_free_port()}"
+    target = f"127.0.0.1:{free_port()}"
     command = [sys.executable, "-m", "controlplane.cli", "serve", "--config", config, "--api", target]
-    command += ["--otlp-grpc", f"127.0.0.1:{_free_port()}", "--otlp-http", f"127.0.0.1:{_free_port()}"]
+    command += ["--otlp-grpc", f"127.0.0.1:{free_port()}", "--otlp-http", f"127.0.0.1:{free_port()}"]
     server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     rng = random.Random(seed)
     latencies = []

@@ -13,7 +13,7 @@ from typing import Any
 
 from amqtt.broker import Broker
 
-from controlplane.mqtt.mosquitto import free_port
+from controlplane.net import free_port
 
 LOOPBACK = "127.0.0.1"
 

@@ -20,18 +20,14 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+from controlplane.net import free_port
+
 DEPLOY_DIR = Path(__file__).resolve().parents[2] / "deploy" / "mosquitto"
 CENTRAL_USER = "controlplane"
 
 
 class BrokerUnavailable(RuntimeError):
     """The mosquitto binary is missing or the broker did not start."""
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as probe:
-        probe.bind((host, 0))
-        return probe.getsockname()[1]
 
 
 def render_config(

@@ -51,10 +51,11 @@ from controlplane.actions import (
     Scale,
 )
 from controlplane.actuator import Actuator, Outcome
+from controlplane.net import free_port
 from controlplane.view import Inventory, NodeInventory, ServiceInventory
 from services.live import processes
 from services.live.costs import total_memory_mb
-from services.live.protocol import BEHAVIOUR_PATH, INITIAL_VERSION, ROUTES_PREFIX, free_port
+from services.live.protocol import BEHAVIOUR_PATH, INITIAL_VERSION, ROUTES_PREFIX
 from services.live.routing import Isolation
 from services.sim.app import AppSpec, load_app
 

@@ -6,7 +6,6 @@ The load generator, the replicas, the router and the actuator are separate proce
 
 from __future__ import annotations
 
-import socket
 import zlib
 
 # The request type travels with every call, as a header, so each replica knows which stages it runs.
@@ -26,17 +25,6 @@ ROUTER_STATS_PATH = "/admin/stats"
 MAX_QUEUE_PER_WORKER = 50
 # The version every service starts with (the simulator's name for it too).
 INITIAL_VERSION = "v1"
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port the OS has just handed out and released; a child binds it a moment later.
-
-    Another process could take it in between; on a loopback test host that race is rare, and a replica
-    that fails to bind exits, which the actuator sees as a replica that never became ready.
-    """
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((host, 0))
-        return int(probe.getsockname()[1])
 
 
 def replica_seed(seed: int, replica_id: str) -> int:

@@ -36,12 +36,12 @@ from pathlib import Path
 from typing import Any
 
 from controlplane.config import Config
+from controlplane.net import free_port
 from controlplane.server import ControlPlaneServer
 from services.live.actuator import LocalProcessActuator
 from services.live.costs import LiveCosts, cpu_of, memory_of
 from services.live.events import Applied, apply_event
 from services.live.loadgen import LoadGenerator
-from services.live.protocol import free_port
 from services.sim.app import AppSpec, load_app
 from services.sim.results import RunRecorder, RunScore, score
 from services.sim.scenario import Event, Scenario

@@ -17,7 +17,6 @@ import abc
 import os
 import pickle
 import queue
-import socket
 import threading
 from datetime import timedelta
 from typing import Any
@@ -26,6 +25,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from controlplane.net import free_port
 from services.pipelive.plan import StepPlan
 from services.pipelive.stage import (
     ControlMessage,
@@ -127,12 +127,6 @@ def default_threads_per_stage(num_stages: int) -> int:
     return max(1, ((os.cpu_count() or 1) - 1) // num_stages)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _send_object(message: Message, peer: int) -> list[Any]:
     """Start sending a pickled message to rank `peer`; returns what must live until the send completes."""
     data = torch.frombuffer(bytearray(pickle.dumps(message, protocol=5)), dtype=torch.uint8)
@@ -189,7 +183,7 @@ class ProcessPipeline(Pipeline):
 
     def __init__(self, specs: list[StageSpec], threads_per_stage: int | None = None) -> None:
         self.num_stages = len(specs)
-        port = _free_port()
+        port = free_port()
         threads = threads_per_stage or default_threads_per_stage(len(specs))
         context = mp.get_context("spawn")
         self._processes = [

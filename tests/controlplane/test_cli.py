@@ -2,7 +2,6 @@
 
 import json
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -13,17 +12,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from controlplane.config import Config
+from controlplane.net import free_port
 from controlplane.tracegen import TraceGenerator, layered_topology
 from telemetry.otlp_status import EXPORT_METHOD
 from tests.support import REPO, running_server
 
 CLI = [sys.executable, "-m", "controlplane.cli"]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
@@ -99,13 +93,13 @@ def test_stats_json_and_one_service(populated) -> None:
 
 
 def test_unreachable_target_is_a_clear_error() -> None:
-    result = _run("graph", "--target", f"127.0.0.1:{_free_port()}", "--timeout", "1")
+    result = _run("graph", "--target", f"127.0.0.1:{free_port()}", "--timeout", "1")
     assert result.returncode == 1
     assert "UNAVAILABLE" in result.stderr or "DEADLINE_EXCEEDED" in result.stderr
 
 
 def test_serve_answers_health_and_reflection_and_stops_on_sigterm(tmp_path: Path) -> None:
-    grpc_port, http_port = _free_port(), _free_port()
+    grpc_port, http_port = free_port(), free_port()
     config = tmp_path / "controlplane.toml"
     config.write_text("[model]\nwindow_seconds = 30.0\nlink_ttl_seconds = 1.0\n")
     process = subprocess.Popen(

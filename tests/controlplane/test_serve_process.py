@@ -3,7 +3,6 @@
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -12,6 +11,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from controlplane.net import free_port
 from controlplane.tracegen import TraceGenerator, layered_topology
 from protos.controlplane.v1 import controlplane_pb2 as pb
 from protos.controlplane.v1 import controlplane_pb2_grpc as pb_grpc
@@ -20,12 +20,6 @@ from tests.support import EXAMPLE_PLUGIN, REPO, pip_install_target, self_signed_
 
 CLI = [sys.executable, "-m", "controlplane.cli"]
 TOKEN = "operator-token"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +60,7 @@ class Serve:
     """A `controlplane serve` subprocess with the example plugin on its path."""
 
     def __init__(self, config: Path, site: Path, *extra: str) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.target = f"127.0.0.1:{self.port}"
         self.env = {**os.environ, "PYTHONPATH": str(site)}
         self.process = subprocess.Popen(
@@ -80,7 +74,7 @@ class Serve:
                 "--api",
                 self.target,
                 "--otlp-http",
-                f"127.0.0.1:{_free_port()}",
+                f"127.0.0.1:{free_port()}",
                 *extra,
             ],
             cwd=REPO,

@@ -12,8 +12,8 @@ from controlplane.actuator import InMemoryActuator
 from controlplane.config import Config
 from controlplane.mqtt.agent import AgentConfig, NodeAgent
 from controlplane.mqtt.connection import BrokerSettings
-from controlplane.mqtt.mosquitto import free_port
 from controlplane.mqtt.settings import MqttConfig
+from controlplane.net import free_port
 from controlplane.registry import ControllerRegistry
 from tests.support import running_server
 
