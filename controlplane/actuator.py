@@ -11,6 +11,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, replace
 
 from controlplane.actions import Action, Isolate, Place, ReconfigurePipeline, Remediate, Route, Scale
+from controlplane.decisions import Decision
 from controlplane.view import Inventory, PipelineInventory, ServiceInventory
 
 
@@ -34,6 +35,15 @@ class Actuator(ABC):
     @abstractmethod
     async def inventory(self) -> Inventory:
         """What the substrate runs now."""
+
+    async def apply_decision(self, decision: Decision) -> Outcome:
+        """Carry out a decision's action; what the control loop calls.
+
+        The decision already has its id in the decision store (reserved before anything is applied). An
+        actuator that delivers over an at-least-once channel uses it as the idempotency key (the MQTT
+        actuator does); the others need only the action, which is what this default passes on.
+        """
+        return await self.apply(decision.action)
 
 
 class InMemoryActuator(Actuator):

@@ -4,8 +4,9 @@ One tick: the actuator reports the inventory; the model gives a graph snapshot; 
 `TelemetryView`. Every controller whose period has come runs against it in its own `ControllerRunner` (off
 the event loop, with a time budget), the coordinator turns all proposals into one plan, the actuator
 applies the plan's actions in layer order, and every decision (applied, shadow, rejected, superseded,
-failed) is written to the decision store in one transaction before the tick ends. Watchers of the
-decision stream are woken then.
+failed) is written to the decision store in one transaction before the tick ends. The decisions' ids are
+reserved before anything is applied, so each action reaches the actuator with its decision's id. Watchers
+of the decision stream are woken then.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from controlplane.actuator import Actuator, Outcome
 from controlplane.controller import Mode
@@ -115,11 +116,27 @@ class ControlLoop:
                     )
                 )
         plan = self.coordinator.plan(submitted, view, now, self.tick_count)
-        outcomes: dict[int, Decision] = {}
-        for decision in plan.to_apply:
-            outcomes[id(decision)] = self.coordinator.settle(decision, await self._apply(decision), now)
-        final = [outcomes.get(id(decision), decision) for decision in plan.decisions]
-        stored = await asyncio.to_thread(self.store.append, final) if final else []
+        if not plan.decisions:
+            stored: list[Decision] = []
+        else:
+            # Ids first, so that each action travels with its decision's id (its idempotency key).
+            first = await asyncio.to_thread(self.store.reserve_ids, len(plan.decisions))
+            numbered = {
+                id(decision): replace(decision, id=first + index)
+                for index, decision in enumerate(plan.decisions)
+            }
+            try:
+                outcomes: dict[int, Decision] = {}
+                for decision in plan.to_apply:
+                    applying = numbered[id(decision)]
+                    outcomes[id(decision)] = self.coordinator.settle(
+                        applying, await self._apply(applying), now
+                    )
+                final = [outcomes.get(id(decision), numbered[id(decision)]) for decision in plan.decisions]
+                stored = await asyncio.to_thread(self.store.append, final)
+            except BaseException:
+                self.store.release_reservation(first)
+                raise
         if self.metrics is not None:
             for decision in stored:
                 self.metrics.decisions.labels(decision.status.value).inc()
@@ -131,7 +148,7 @@ class ControlLoop:
 
     async def _apply(self, decision: Decision) -> Outcome:
         try:
-            return await self.actuator.apply(decision.action)
+            return await self.actuator.apply_decision(decision)
         except Exception as error:  # an actuator bug fails this action, not the loop
             log.exception("actuator %s failed on %s", self.actuator.name, decision.action.describe())
             return Outcome(False, f"actuator error: {type(error).__name__}: {error}")

@@ -131,6 +131,10 @@ _INSERT = (
     "INSERT INTO decisions (tick, created_at, controller, service, action_kind, status, why, outcome, "
     "taxonomy, action) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+_INSERT_WITH_ID = (
+    "INSERT INTO decisions (id, tick, created_at, controller, service, action_kind, status, why, outcome, "
+    "taxonomy, action) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
 
 # --- encoding -----------------------------------------------------------------------------------------
 
@@ -227,6 +231,9 @@ class DecisionStore:
             raise ValueError(f"synchronous must be 'FULL' or 'NORMAL', got {synchronous!r}")
         self.path = os.fspath(path)
         self._lock = threading.Lock()
+        # Ids reserved by `reserve_ids` and not yet stored: first id -> count (see `after`).
+        self._reserved: dict[int, int] = {}
+        self._reserved_lock = threading.Lock()
         # isolation_level=None: no implicit transactions; every write below says BEGIN IMMEDIATE itself.
         try:
             conn = sqlite3.connect(
@@ -275,14 +282,46 @@ class DecisionStore:
 
     # writes
 
+    def reserve_ids(self, count: int) -> int:
+        """Reserve `count` consecutive ids for decisions about to be carried out; returns the first.
+
+        The control loop numbers a tick's decisions before it applies them, so the id can travel with the
+        action as its idempotency key. The reservation is committed (and fsynced) before this returns: after
+        a crash the ids are never handed out again, so no later decision can reuse a key an agent recorded.
+        Until `append` stores them (or `release_reservation` gives them up), readers of `after` and
+        `last_id` stop below the first reserved id, so a watcher never skips them.
+        """
+        _check_int("count", count, 1)
+        with self._write() as conn:
+            first = self._sequence(conn) + 1
+            if (
+                conn.execute(
+                    "UPDATE sqlite_sequence SET seq = ? WHERE name = 'decisions'", (first + count - 1,)
+                ).rowcount
+                == 0
+            ):
+                conn.execute(
+                    "INSERT INTO sqlite_sequence (name, seq) VALUES ('decisions', ?)", (first + count - 1,)
+                )
+        with self._reserved_lock:
+            self._reserved[first] = count
+        return first
+
+    def release_reservation(self, first: int) -> None:
+        """Give up reserved ids that will not be stored (the tick failed); they stay unused for good."""
+        with self._reserved_lock:
+            self._reserved.pop(first, None)
+
     def append(self, decisions: Sequence[Decision]) -> builtins.list[Decision]:
-        """Store new decisions in one transaction; returns copies with their ids (increasing, in order)."""
-        for decision in decisions:
-            if decision.id:
-                raise ValueError(f"append takes new decisions (id 0); decision {decision.id} is stored")
-        rows = [_row(decision) for decision in decisions]
-        if not rows:
+        """Store decisions in one transaction; returns copies with their ids (increasing, in order).
+
+        Either all are new (id 0; ids are assigned here) or all carry the ids of one `reserve_ids` call.
+        """
+        if not decisions:
             return []
+        if any(decision.id for decision in decisions):
+            return self._append_reserved(decisions)
+        rows = [_row(decision) for decision in decisions]
         with self._write() as conn:
             before = self._sequence(conn)
             conn.executemany(_INSERT, rows)
@@ -290,6 +329,20 @@ class DecisionStore:
             if after - before != len(rows):
                 raise StoreError(f"expected {len(rows)} new ids after {before}, the sequence is at {after}")
         return [replace(decision, id=before + 1 + i) for i, decision in enumerate(decisions)]
+
+    def _append_reserved(self, decisions: Sequence[Decision]) -> builtins.list[Decision]:
+        first = decisions[0].id
+        ids = [decision.id for decision in decisions]
+        with self._reserved_lock:
+            reserved = self._reserved.get(first)
+        if reserved != len(ids) or ids != list(range(first, first + len(ids))):
+            raise ValueError(
+                f"append takes new decisions (id 0) or exactly the ids of one reservation, got {ids[:5]}"
+            )
+        with self._write() as conn:
+            conn.executemany(_INSERT_WITH_ID, [(decision.id, *_row(decision)) for decision in decisions])
+        self.release_reservation(first)
+        return list(decisions)
 
     def set_outcome(self, decision_id: int, status: DecisionStatus | str, outcome: str) -> Decision:
         """Record what became of a decision; committed (and fsynced) before it returns."""
@@ -389,15 +442,23 @@ class DecisionStore:
     def after(self, decision_id: int, limit: int = 1000) -> builtins.list[Decision]:
         """Up to `limit` decisions with id > `decision_id`, oldest first (for resumable watch streams)."""
         _check_int("limit", limit, 1, MAX_AFTER_LIMIT)
+        ceiling = self._ceiling()
         with self._read() as conn:
-            sql = f"SELECT {_COLUMNS} FROM decisions WHERE id > ? ORDER BY id LIMIT ?"
-            rows = conn.execute(sql, (int(decision_id), limit)).fetchall()
+            sql = f"SELECT {_COLUMNS} FROM decisions WHERE id > ? AND id <= ? ORDER BY id LIMIT ?"
+            rows = conn.execute(sql, (int(decision_id), ceiling, limit)).fetchall()
         return [_decision(row) for row in rows]
 
     def last_id(self) -> int:
-        """The highest id ever assigned (0 if none), even if retention has since deleted that decision."""
+        """The highest id assigned (0 if none), even if retention has since deleted that decision; while ids
+        are reserved and not yet stored, the id just below the first of them (see `reserve_ids`)."""
+        ceiling = self._ceiling()
         with self._read() as conn:
-            return self._sequence(conn)
+            return min(self._sequence(conn), ceiling)
+
+    def _ceiling(self) -> int:
+        """The highest id a reader may go up to: below every reservation not yet stored."""
+        with self._reserved_lock:
+            return min(self._reserved, default=2**62) - 1
 
     def count(self) -> int:
         """How many decisions the store holds."""

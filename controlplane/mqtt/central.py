@@ -2,7 +2,8 @@
 
 `apply` picks the node an action is for (a Place names it; a replica's node; otherwise the online node
 running most of the service's replicas), refuses at once if that node is offline, and publishes the action
-at QoS 1 with a fresh decision key, the idempotency key the agent records. It then waits for the outcome,
+at QoS 1 with its decision's id as the idempotency key the agent records (`apply_decision`, what the control
+loop calls; a bare `apply` gets a random key). It then waits for the outcome,
 up to a timeout after which the decision fails with the reason; the request carries that deadline, and the
 agent refuses an action past it, so a decision recorded failed for lack of an answer is never applied
 later. Whatever is still unanswered is published again whenever the plane reconnects or the node announces
@@ -32,6 +33,7 @@ import aiomqtt
 
 from controlplane.actions import Action, Place, ReconfigurePipeline, Remediate, Scale
 from controlplane.actuator import Actuator, Outcome
+from controlplane.decisions import Decision
 from controlplane.mqtt import topics
 from controlplane.mqtt.bounds import Bounds, bounds_pb
 from controlplane.mqtt.codec import (
@@ -148,13 +150,25 @@ class MqttActuator(Actuator):
     async def inventory(self) -> Inventory:
         return self.fleet.inventory()
 
+    async def apply_decision(self, decision: Decision) -> Outcome:
+        """Deliver a decision's action with the decision's id as its idempotency key.
+
+        The key is `<id>@<created_at>`: the id alone would repeat if the plane started over with a new,
+        empty decision store, whose ids begin at 1 again, and an agent would then take a new decision for one
+        it had already applied.
+        """
+        return await self._deliver(decision.action, f"{decision.id}@{decision.created_at:.6f}")
+
     async def apply(self, action: Action) -> Outcome:
+        """An action without a decision (a caller outside the control loop): a fresh random key."""
+        return await self._deliver(action, uuid.uuid4().hex)
+
+    async def _deliver(self, action: Action, key: str) -> Outcome:
         node, routed = self._route(action)
         if routed is None:
             return Outcome(False, node)
         if not self.fleet.online(node):
             return Outcome(False, f"node {node} is offline; the action was not sent")
-        key = uuid.uuid4().hex
         now = self.clock()
         timeout = self.config.action_timeout_seconds
         request = apb.ActionRequest(

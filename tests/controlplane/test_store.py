@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -570,3 +571,29 @@ def test_kill_9_loses_no_decision_reported_applied(db: Path) -> None:
         assert store.last_id() >= ids[-1]
         assert store._conn is not None
         assert store._conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_reserved_ids_are_never_reused_after_a_restart_and_watchers_wait_below_them(db: Path) -> None:
+    store = DecisionStore(db)
+    (first_stored,) = store.append([_decision()])
+    first = store.reserve_ids(3)
+    assert first == first_stored.id + 1
+    # A decision stored meanwhile (an agent's report) gets an id after the reservation, but readers stop
+    # below the reservation until it is stored: a watcher never skips the reserved ones.
+    (later,) = store.append([_decision(service="other")])
+    assert later.id == first + 3
+    assert [d.id for d in store.after(0)] == [first_stored.id]
+    assert store.last_id() == first_stored.id
+    reserved = [replace(_decision(tick=2), id=first + index) for index in range(3)]
+    with pytest.raises(ValueError, match="one reservation"):
+        store.append(reserved[1:])  # not the whole reservation
+    assert store.append(reserved) == reserved
+    assert [d.id for d in store.after(0)] == [first_stored.id, first, first + 1, first + 2, later.id]
+    assert store.last_id() == later.id
+    # A reservation given up (the tick failed) is never handed out again, even by a new process.
+    abandoned = store.reserve_ids(2)
+    store.release_reservation(abandoned)
+    store.close()
+    reopened = DecisionStore(db)
+    assert reopened.reserve_ids(1) == abandoned + 2
+    reopened.close()

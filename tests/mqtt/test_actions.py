@@ -188,3 +188,40 @@ def test_a_node_that_went_offline_gets_no_actions(broker, tmp_path: Path) -> Non
             await plane.stop()
 
     run(scenario())
+
+
+def test_the_control_loop_delivers_with_the_decision_id_as_the_idempotency_key(
+    broker, tmp_path: Path
+) -> None:
+    from controlplane.decisions import Decision, DecisionStatus
+    from controlplane.taxonomy import Taxonomy
+
+    decision = Decision(
+        controller="hpa",
+        taxonomy=Taxonomy.of("centralized", "rule"),
+        action=Scale(target="api", replicas=2),
+        status=DecisionStatus.APPLIED,
+        why="accepted",
+        created_at=1234.5,
+        id=7,
+    )
+
+    async def scenario() -> None:
+        local = InMemoryActuator()
+        agent = NodeAgent(AgentConfig("node-a", agent_settings(broker, "node-a"), tmp_path), local)
+        plane = MqttActuator(CentralConfig(central_settings(broker)))
+        await plane.start()
+        await agent.start()
+        try:
+            await plane.wait_for_nodes(["node-a"], 10)
+            first = await plane.apply_decision(decision)
+            again = await plane.apply_decision(decision)  # the same decision delivered twice
+            assert first.ok and "[decision key 7@1234.500000]" in first.detail
+            record = agent.applied.get("7@1234.500000")
+            assert record is not None
+            assert again.ok and len(local.applied) == 1  # answered from the record, not applied twice
+        finally:
+            await agent.stop()
+            await plane.stop()
+
+    run(scenario())
