@@ -113,3 +113,47 @@ class ResizeKvPoolResponse(_message.Message):
     added_chunks: _containers.RepeatedScalarFieldContainer[int]
     released_chunks: _containers.RepeatedScalarFieldContainer[int]
     def __init__(self, kv_blocks_total: _Optional[int] = ..., added_chunks: _Optional[_Iterable[int]] = ..., released_chunks: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class LayerRange(_message.Message):
+    __slots__ = ("first_layer", "end_layer")
+    FIRST_LAYER_FIELD_NUMBER: _ClassVar[int]
+    END_LAYER_FIELD_NUMBER: _ClassVar[int]
+    first_layer: int
+    end_layer: int
+    def __init__(self, first_layer: _Optional[int] = ..., end_layer: _Optional[int] = ...) -> None: ...
+
+class ReconfigureRequest(_message.Message):
+    __slots__ = ("stages", "method", "devices", "budget_bytes")
+    STAGES_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    DEVICES_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_BYTES_FIELD_NUMBER: _ClassVar[int]
+    stages: _containers.RepeatedCompositeFieldContainer[LayerRange]
+    method: str
+    devices: _containers.RepeatedScalarFieldContainer[str]
+    budget_bytes: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, stages: _Optional[_Iterable[_Union[LayerRange, _Mapping]]] = ..., method: _Optional[str] = ..., devices: _Optional[_Iterable[str]] = ..., budget_bytes: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class ReconfigureResponse(_message.Message):
+    __slots__ = ("stages", "method", "pause_ms", "total_ms", "weight_bytes_copied", "kv_bytes_copied", "patch_rounds", "final_dirty_blocks", "preempted", "dropped")
+    STAGES_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    PAUSE_MS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_MS_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_BYTES_COPIED_FIELD_NUMBER: _ClassVar[int]
+    KV_BYTES_COPIED_FIELD_NUMBER: _ClassVar[int]
+    PATCH_ROUNDS_FIELD_NUMBER: _ClassVar[int]
+    FINAL_DIRTY_BLOCKS_FIELD_NUMBER: _ClassVar[int]
+    PREEMPTED_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_FIELD_NUMBER: _ClassVar[int]
+    stages: _containers.RepeatedCompositeFieldContainer[LayerRange]
+    method: str
+    pause_ms: float
+    total_ms: float
+    weight_bytes_copied: int
+    kv_bytes_copied: int
+    patch_rounds: int
+    final_dirty_blocks: int
+    preempted: int
+    dropped: int
+    def __init__(self, stages: _Optional[_Iterable[_Union[LayerRange, _Mapping]]] = ..., method: _Optional[str] = ..., pause_ms: _Optional[float] = ..., total_ms: _Optional[float] = ..., weight_bytes_copied: _Optional[int] = ..., kv_bytes_copied: _Optional[int] = ..., patch_rounds: _Optional[int] = ..., final_dirty_blocks: _Optional[int] = ..., preempted: _Optional[int] = ..., dropped: _Optional[int] = ...) -> None: ...

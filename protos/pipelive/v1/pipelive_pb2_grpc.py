@@ -49,6 +49,11 @@ class PipeLiveStub:
                 request_serializer=protos_dot_pipelive_dot_v1_dot_pipelive__pb2.ResizeKvPoolRequest.SerializeToString,
                 response_deserializer=protos_dot_pipelive_dot_v1_dot_pipelive__pb2.ResizeKvPoolResponse.FromString,
                 _registered_method=True)
+        self.Reconfigure = channel.unary_unary(
+                '/pipelive.v1.PipeLive/Reconfigure',
+                request_serializer=protos_dot_pipelive_dot_v1_dot_pipelive__pb2.ReconfigureRequest.SerializeToString,
+                response_deserializer=protos_dot_pipelive_dot_v1_dot_pipelive__pb2.ReconfigureResponse.FromString,
+                _registered_method=True)
 
 
 class PipeLiveServicer:
@@ -75,6 +80,14 @@ class PipeLiveServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Reconfigure(self, request, context):
+        """Move layers between stages (and add or remove stages) while requests run. Refused with
+        FAILED_PRECONDITION and the reason when the plan does not fit; nothing changes then.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PipeLiveServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -92,6 +105,11 @@ def add_PipeLiveServicer_to_server(servicer, server):
                     servicer.ResizeKvPool,
                     request_deserializer=protos_dot_pipelive_dot_v1_dot_pipelive__pb2.ResizeKvPoolRequest.FromString,
                     response_serializer=protos_dot_pipelive_dot_v1_dot_pipelive__pb2.ResizeKvPoolResponse.SerializeToString,
+            ),
+            'Reconfigure': grpc.unary_unary_rpc_method_handler(
+                    servicer.Reconfigure,
+                    request_deserializer=protos_dot_pipelive_dot_v1_dot_pipelive__pb2.ReconfigureRequest.FromString,
+                    response_serializer=protos_dot_pipelive_dot_v1_dot_pipelive__pb2.ReconfigureResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -175,6 +193,33 @@ class PipeLive:
             '/pipelive.v1.PipeLive/ResizeKvPool',
             protos_dot_pipelive_dot_v1_dot_pipelive__pb2.ResizeKvPoolRequest.SerializeToString,
             protos_dot_pipelive_dot_v1_dot_pipelive__pb2.ResizeKvPoolResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Reconfigure(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pipelive.v1.PipeLive/Reconfigure',
+            protos_dot_pipelive_dot_v1_dot_pipelive__pb2.ReconfigureRequest.SerializeToString,
+            protos_dot_pipelive_dot_v1_dot_pipelive__pb2.ReconfigureResponse.FromString,
             options,
             channel_credentials,
             insecure,
