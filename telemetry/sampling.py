@@ -56,7 +56,7 @@ def threshold_for(probability: float) -> str:
     """The `th` value a sampler keeping `probability` of traces writes (the inverse of the above)."""
     if not 0.0 < probability <= 1.0:
         raise ValueError(f"sampling probability must be in (0, 1], got {probability}")
-    threshold = round((1.0 - probability) * MAX_THRESHOLD)
+    threshold = MAX_THRESHOLD - round(probability * MAX_THRESHOLD)  # (1 - p) * 2**56 rounds worse
     if threshold == 0:
         return "0"
     return f"{threshold:014x}".rstrip("0")

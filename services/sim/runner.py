@@ -56,7 +56,7 @@ async def run_scenario(
     """Run `scenario` with `controllers` (a `[controllers]` table; empty: static provisioning)."""
     app = load_app(scenario.app)
     recorder = RunRecorder(scenario.duration_seconds)
-    sim = Simulator(app, scenario.cluster, seed, recorder)
+    sim = Simulator(app, scenario.cluster, seed, recorder, trace_sampling=scenario.trace_sampling)
     if scenario.workload.mix:
         sim.set_mix(dict(scenario.workload.mix))
     base = sim.base_unix
