@@ -47,9 +47,10 @@ def measure(duration: float, rate: float, seed: int, trace_sampling: float = 1.0
 
     TelemetryModel.ingest = timed_ingest
     try:
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         run = asyncio.run(run_scenario(scenario, {"hpa": {"mode": "active"}}, seed, "hpa"))
         wall = time.perf_counter() - started
+        cpu = time.process_time() - cpu_started
     finally:
         TelemetryModel.ingest = original
     return {
@@ -60,6 +61,8 @@ def measure(duration: float, rate: float, seed: int, trace_sampling: float = 1.0
         "simulated_requests": run.simulated_requests,
         "spans": spans[0],
         "wall_seconds": round(wall, 2),
+        # On a quiet machine the same as wall time; on a shared one, what this run itself used.
+        "cpu_seconds": round(cpu, 2),
         "simulated_requests_per_wall_second": round(run.simulated_requests / wall),
         "spans_per_wall_second": round(spans[0] / wall),
         "ingest_share": round(ingest_seconds[0] / wall, 3),
@@ -85,6 +88,7 @@ FULL_TRACING_FIGURES = (
     "simulated_requests",
     "spans",
     "wall_seconds",
+    "cpu_seconds",
     "simulated_requests_per_wall_second",
     "spans_per_wall_second",
     "ingest_share",

@@ -57,6 +57,8 @@ class App:
     errors: dict[str, float] = field(default_factory=dict)
     # Services that are down: they answer nothing, their callers' calls into them fail.
     down: set[str] = field(default_factory=set)
+    # The share of its usual requests a down service still reports in the window (0: it sends no spans).
+    down_served: float = 0.2
     # Where versions show: the inventory, or the `service.version` resource attribute of the spans.
     versions_from_traces: bool = False
 
@@ -67,7 +69,7 @@ class App:
             rate = self.rate[name] * self.rng.lognormal(0.0, 0.03)
             error_rate = self.errors.get(name, 0.001 * self.rng.uniform(0.5, 1.5))
             if name in self.down:  # the tail of the window from before it went down: fewer, clean requests
-                rate, error_rate = rate * 0.2, 0.0
+                rate, error_rate = rate * self.down_served, 0.0
             stats = summary(rate, p99, error_rate)
             version = self.versions.get(name, "v1") if self.versions_from_traces else ""
             nodes.append(
@@ -77,7 +79,9 @@ class App:
             )
         for caller, callee in sorted(self.graph.edges):
             failing = 0.8 if callee in self.down else 0.001
-            stats = summary(self.rate[callee], self.base[callee] * self.slowdown.get(callee, 1.0), failing)
+            # A callee's callers share its requests between them, as in real traces.
+            share = self.rate[callee] / self.graph.in_degree(callee)
+            stats = summary(share, self.base[callee] * self.slowdown.get(callee, 1.0), failing)
             edges.append(EdgeSnapshot(caller, callee, stats, stats.requests, stats.errors, float(tick)))
         snapshot = GraphSnapshot(float(tick), WINDOW, tuple(nodes), tuple(edges), 0, 0)
         services = {
@@ -171,8 +175,10 @@ def test_restart_without_version_change() -> None:
     assert "rank_1" in action.evidence and "cause_z" in action.evidence
 
 
-def test_a_service_that_is_down_is_found_by_its_callers_failing_calls() -> None:
+@pytest.mark.parametrize("served", [0.2, 0.0])
+def test_a_service_that_is_down_is_found_by_its_callers_failing_calls(served: float) -> None:
     app = random_app(3)
+    app.down_served = served
     controller = DetectLocalizeAct()
     warm_up(controller, app)
     down = "svc-07"
