@@ -1,5 +1,6 @@
 """The HTTP (OpenAI-compatible) and gRPC front ends on loopback: streams, bad input, disconnects, metrics."""
 
+import asyncio
 import http.client
 import json
 import time
@@ -8,6 +9,7 @@ import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
+import aiohttp
 import grpc
 import openai
 import pytest
@@ -59,6 +61,16 @@ def wait_until_idle(stub: pb_grpc.PipeLiveStub, timeout: float = 10.0) -> pb.Sta
             return status
         assert time.monotonic() < deadline, f"still busy: {status}"
         time.sleep(0.02)
+
+
+def wait_until_running(stub: pb_grpc.PipeLiveStub, timeout: float = 10.0) -> pb.StatusResponse:
+    deadline = time.monotonic() + timeout
+    while True:
+        status = stub.Status(pb.StatusRequest(), timeout=5)
+        if status.num_requests_running == 1 and status.kv_blocks_used > 0:
+            return status
+        assert time.monotonic() < deadline, f"no request running: {status}"
+        time.sleep(0.01)
 
 
 def metric_values(server: RunningPipeLive) -> dict[str, float]:
@@ -187,6 +199,37 @@ def test_http_client_disconnecting_mid_stream_frees_its_blocks(
     after = metric_values(server)
     generated = after["vllm:generation_tokens_total"] - before["vllm:generation_tokens_total"]
     assert 3 <= generated < 400  # aborted, not run to the end
+    assert after.get("vllm:request_success_total", 0) == before.get("vllm:request_success_total", 0)
+
+
+def test_http_client_disconnecting_before_a_whole_completion_frees_its_blocks(
+    server: RunningPipeLive, stub: pb_grpc.PipeLiveStub
+) -> None:
+    before = metric_values(server)
+    body = {"model": TINY.name, "prompt": "a patient story " * 6, "max_tokens": 400}  # not streamed
+
+    async def post_and_go_away() -> pb.StatusResponse:
+        async with aiohttp.ClientSession() as session:
+            posting = asyncio.create_task(session.post(server.base_url + "/v1/completions", json=body))
+            running = await asyncio.to_thread(wait_until_running, stub)
+            posting.cancel()  # the client gives up before the answer: aiohttp drops the connection
+            with pytest.raises(asyncio.CancelledError):
+                await posting
+            return running
+
+    running = asyncio.run(post_and_go_away())
+    assert running.kv_blocks_used > 0
+    status = wait_until_idle(stub)
+    assert status.kv_blocks_free == status.kv_blocks_total
+    assert all(stage.kv_blocks_used == 0 for stage in status.stages)
+    after = metric_values(server)
+    generated = after["vllm:generation_tokens_total"] - before["vllm:generation_tokens_total"]
+    assert generated < 400  # stopped early (perhaps still in its chunked prefill), not run to the end
+    # it finished, and not as a success: aborted
+    assert (
+        after["vllm:e2e_request_latency_seconds_count"]
+        == before["vllm:e2e_request_latency_seconds_count"] + 1
+    )
     assert after.get("vllm:request_success_total", 0) == before.get("vllm:request_success_total", 0)
 
 
