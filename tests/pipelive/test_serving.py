@@ -132,6 +132,10 @@ def test_token_id_prompts_and_models_list(client: openai.OpenAI, stub: pb_grpc.P
         ({"model": TINY.name, "prompt": [1, 2, 999]}, "prompt", "outside the vocabulary"),
         ({"model": TINY.name, "prompt": "hi", "temperature": 9}, "temperature", "between 0 and 2"),
         ({"model": TINY.name, "prompt": "hi", "n": 3}, "n", "n = 1"),
+        ({"model": TINY.name, "prompt": "hi", "temperature": 1, "top_p": 0}, "top_p", "(0, 1]"),
+        ({"model": TINY.name, "prompt": "hi", "top_p": 1.01}, "top_p", "(0, 1]"),
+        ({"model": TINY.name, "prompt": "hi", "top_k": -3}, "top_k", "positive integer"),
+        ({"model": TINY.name, "prompt": "hi", "top_k": 2.5}, "top_k", "positive integer"),
         ([1, 2, 3], "body", "JSON object"),
     ],
 )
@@ -143,6 +147,29 @@ def test_bad_input_is_a_400_with_an_openai_error(
     assert reply["error"]["type"] == "invalid_request_error"
     assert reply["error"]["param"] == param
     assert words in reply["error"]["message"]
+
+
+def test_seeded_top_p_top_k_samples_repeat_over_http_and_grpc(
+    client: openai.OpenAI, stub: pb_grpc.PipeLiveStub
+) -> None:
+    prompt = "Sample me, seeded."
+    greedy = client.completions.create(model=TINY.name, prompt=prompt, max_tokens=10)
+    settings = {"temperature": 1.3, "top_p": 0.9, "seed": 21}
+
+    def by_http(**extra: Any) -> list[int]:
+        reply = client.completions.create(
+            model=TINY.name, prompt=prompt, max_tokens=10, **{**settings, **extra}, extra_body={"top_k": 50}
+        )
+        return reply.choices[0].model_extra["token_ids"]
+
+    sampled = by_http()
+    assert sampled == by_http()  # the seed makes it reproducible
+    assert sampled != greedy.choices[0].model_extra["token_ids"]
+    assert sampled != by_http(seed=22)
+    request = pb.GenerateRequest(prompt=prompt, max_tokens=10, top_k=50, **settings)
+    assert [r.token_id for r in stub.Generate(request, timeout=30)] == sampled
+    one = pb.GenerateRequest(prompt=prompt, max_tokens=10, temperature=1.3, seed=3, top_k=1)
+    assert [r.token_id for r in stub.Generate(one, timeout=30)] == greedy.choices[0].model_extra["token_ids"]
 
 
 def test_malformed_json_is_a_400_and_the_server_keeps_serving(
@@ -167,6 +194,9 @@ def test_malformed_json_is_a_400_and_the_server_keeps_serving(
         (pb.GenerateRequest(prompt="y" * 700), "prompt"),
         (pb.GenerateRequest(prompt="hello", model="other"), "model"),
         (pb.GenerateRequest(prompt="hello", prompt_token_ids=[1]), "prompt"),
+        (pb.GenerateRequest(prompt="hello", temperature=1, top_p=0), "top_p"),
+        (pb.GenerateRequest(prompt="hello", top_p=2), "top_p"),
+        (pb.GenerateRequest(prompt="hello", top_k=-2), "top_k"),
     ],
 )
 def test_grpc_bad_input_is_invalid_argument_naming_the_field(
