@@ -170,7 +170,11 @@ class _HeaderPickler(pickle.Pickler):
 
 
 class _HeaderUnpickler(pickle.Unpickler):
-    """Rebuilds a message around empty buffers; the tensors' bytes are received into them afterwards."""
+    """Rebuilds a message around empty buffers; the tensors' bytes are received into them afterwards.
+
+    So nothing in a message may read its tensors while being unpickled (plain dataclasses, dicts and
+    tuples do not).
+    """
 
     def __init__(self, file: io.BytesIO, link: Link) -> None:
         super().__init__(file)
