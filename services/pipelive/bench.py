@@ -247,9 +247,10 @@ def run(
 
 def print_human(result: dict[str, Any]) -> None:
     workload = result["workload"]
+    transport = ", ".join(sorted(set(result.get("transport", {}).values())))
     print(
         f"model {result['model']} ({result['parameters'] / 1e6:.0f}M parameters, {result['dtype']}, "
-        f"{result['device']}), {result['mode']} mode; workload {workload['trace']}: "
+        f"{result['device']}), {result['mode']} mode ({transport}); workload {workload['trace']}: "
         f"{workload['requests']} requests, {workload['mean_rate_per_second']}/s, prompt "
         f"{workload['prompt_tokens_mean']} / output {workload['output_tokens_mean']} tokens on average"
     )
