@@ -254,18 +254,6 @@ class QueueingAutoscaler(Controller):
                     budgets[service] = budget[service]
                     path_of[service] = entry
                     predicted_path[service] = total
-        # Services on no critical path this tick (a parallel branch of a fan-out, say) still get enough
-        # replicas to be stable at the forecast load: otherwise they are found only once they have saturated
-        # and become the slowest branch, one controller period per branch.
-        off_path = [service for service in view.services if service not in models]
-        for service, model in self._models(view, off_path).items():
-            floor = min(model.least_stable, model.max_replicas)
-            if model.adjustable and floor > model.replicas:
-                wanted[service] = floor
-                budgets[service] = model.latency_ms(floor, self.params.slo_quantile)
-                path_of[service] = "(stability: on no sampled critical path)"
-                predicted_path[service] = math.nan
-                models[service] = model
         proposals: list[Action] = []
         quantile = self.params.slo_quantile
         for service in sorted(wanted):
@@ -482,9 +470,7 @@ def plan_path(
 
 
 def _evidence(value: float) -> float | str:
-    """A latency for the evidence: a saturated queue's infinite latency is written "inf", none "n/a"."""
-    if math.isnan(value):
-        return "n/a"
+    """A latency for the evidence: a saturated queue's infinite latency is written "inf"."""
     return value if math.isfinite(value) else "inf"
 
 

@@ -157,7 +157,22 @@ class DetectLocalizeAct(Controller):
         if not anomalous:
             return []
         ranking = self.rank(view, anomalous)
+        cause_score = scores.get(ranking[0][0])
+        if cause_score is not None and not self._remediable(cause_score):
+            return []
         return [self._act(view, ranking, anomalous, scores)]
+
+    def _remediable(self, score: _Score) -> bool:
+        """Whether what is wrong with the top-ranked cause is something a restart, drain or rollback fixes.
+
+        A change of request rate alone (latency and errors as usual) is a change of load: restarting a
+        service does not bring its traffic back. More requests than usual without more errors is a surge,
+        the autoscalers' business: restarting or draining the busiest service would only take capacity away.
+        """
+        threshold = self.params.z_threshold
+        if score.z_errors >= threshold:
+            return True
+        return score.z_latency >= threshold and score.z_rate < threshold
 
     # Detection
 

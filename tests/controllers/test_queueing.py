@@ -330,35 +330,3 @@ def test_saturated_at_max_replicas_goes_to_the_max_and_says_so() -> None:
     proposal = decide(controller, view)["api"]
     assert proposal.replicas == 4
     assert proposal.evidence["predicted_ms"] == "inf"
-
-
-def test_a_saturated_service_on_no_critical_path_is_raised_to_a_stable_count() -> None:
-    # frontend -> backend is the sampled critical path; frontend -> branch runs in parallel and is not on it,
-    # but 50 req/s at 40 ms of own time needs three replicas to be stable (two to keep up, one spare).
-    on_path = two_hop_view()
-    branch = ServiceInventory("branch", replicas=1, max_replicas=10)
-    nodes = (
-        *on_path.graph_snapshot.nodes,
-        NodeSnapshot("branch", "service", "", summary(50.0, 40.0), 500, 0, 100.0),
-    )
-    edges = (EdgeSnapshot("frontend", "branch", summary(50.0, 40.0), 500, 0, 100.0),)
-    snapshot = GraphSnapshot(
-        100.0, WINDOW, nodes, edges, 0, 0, critical_paths=on_path.graph_snapshot.critical_paths
-    )
-    inventory = Inventory(services={**on_path.inventory.services, "branch": branch})
-    proposals = decide(
-        QueueingAutoscaler(params(slo_ms=500.0)), TelemetryView(10, 100.0, snapshot, inventory)
-    )
-    assert proposals["branch"].replicas == 3
-    assert "stability" in proposals["branch"].evidence["entry"]
-    # The same service at a load one replica carries is left alone.
-    calm = (
-        *on_path.graph_snapshot.nodes,
-        NodeSnapshot("branch", "service", "", summary(5.0, 40.0), 50, 0, 100.0),
-    )
-    snapshot = GraphSnapshot(
-        100.0, WINDOW, calm, (), 0, 0, critical_paths=on_path.graph_snapshot.critical_paths
-    )
-    assert "branch" not in decide(
-        QueueingAutoscaler(params(slo_ms=500.0)), TelemetryView(10, 100.0, snapshot, inventory)
-    )

@@ -240,3 +240,32 @@ def test_isolate_when_a_restart_did_not_help() -> None:
     assert operations[0] == "Remediate"
     assert isinstance(action, Isolate)
     assert action.mechanism.value == "circuit_breaker"
+
+
+def test_a_surge_of_load_without_errors_is_left_to_the_autoscalers() -> None:
+    app = random_app(3)
+    controller = DetectLocalizeAct()
+    warm_up(controller, app)
+    hot = "svc-07"
+    # Four times the requests reach svc-07 and everything below it; it slows down under the load, as do its
+    # callers waiting for it, but nothing fails: restarting it would only take capacity away.
+    for service in nx.descendants(app.graph, hot) | {hot}:
+        app.rate[service] *= 4.0
+    app.inject(hot, factor=3.0)
+    assert run(controller, app.view(BASELINE_TICKS)) == []
+    # The same slowdown without the surge is a fault, and is acted on.
+    calm = random_app(3)
+    controller = DetectLocalizeAct()
+    warm_up(controller, calm)
+    calm.inject(hot, factor=3.0)
+    [action] = run(controller, calm.view(BASELINE_TICKS))
+    assert action.target == hot
+
+
+def test_less_traffic_alone_is_not_a_fault() -> None:
+    app = random_app(3)
+    controller = DetectLocalizeAct()
+    warm_up(controller, app)
+    for service in nx.descendants(app.graph, "svc-07") | {"svc-07"}:
+        app.rate[service] *= 0.2  # load ebbs away from one branch; latency and errors stay as they were
+    assert run(controller, app.view(BASELINE_TICKS)) == []
