@@ -4,24 +4,32 @@ PipeLive can move layers between stages live; it leaves open when to do it and t
 controller closes that gap. Each round, for every serving pipeline in the inventory that reports its detail
 (stages, device pool, per-layer bytes, KV in use, vLLM-named metrics; see `PipelineInventory`):
 
-1. **Load.** The prompt and generation token rates come from the counters `vllm:prompt_tokens_total` and
-   `vllm:generation_tokens_total` (differences between rounds, smoothed by `rate_smoothing`). Their mix says
-   whether the load is prefill-heavy or decode-heavy.
-2. **Model.** A layer on device `d` is busy `prompt_rate * prefill_seconds_per_token_layer / prefill_speed_d +
-   generation_rate * decode_seconds_per_token_layer / decode_speed_d` seconds per second (prefill is
-   compute-bound, decode memory-bound, so each has its own speed); a stage's utilization is the sum over its
-   layers, and the pipeline runs at the pace of its busiest stage. A layer needs its weights plus its share of
-   the KV blocks the pipeline needs: those in use, plus what the waiting requests would take (estimated from
-   the running ones' average), plus `kv_headroom`; every stage must fit its device's budget.
+1. **Load.** Prompt tokens, generated tokens and engine iterations per second come from the counters
+   `vllm:prompt_tokens_total`, `vllm:generation_tokens_total` and `vllm:iteration_tokens_total_count`
+   (differences between rounds, smoothed by `rate_smoothing`). Their mix says whether the load is
+   prefill-heavy or decode-heavy.
+2. **Model.** One engine iteration carries `prompt_rate / iteration_rate` prompt tokens and
+   `generation_rate / iteration_rate` decode tokens; a layer on device `d` takes
+   `prompt * prefill_seconds_per_token_layer / prefill_speed_d + (decode * decode_seconds_per_token_layer +
+   layer_overhead_seconds) / decode_speed_d` of it (prefill is compute-bound, decode memory-bound, so each
+   has its own speed; the overhead is reading the layer's weights once per iteration). A stage's time is the
+   sum over its layers, and the pipeline iterates at the pace of its slowest stage; the bottleneck stage's
+   busy share is its time times the iteration rate. (Without an iteration count the same formula runs per
+   second of load, without the overhead.) A layer needs its weights plus its share of the KV blocks the
+   pipeline needs: those in use, plus what the waiting requests would take (estimated from the running
+   ones' average, at most as many again), plus `kv_headroom`; every stage must fit its device's budget.
+   For a live change (any method but `stop_and_redeploy`) a device must also hold its current and its new
+   layers at once, with the KV in use, as PipeLive's admission demands, or the engine would refuse it.
 3. **Solve.** `solve_partition` gives the contiguous partition over the ready devices (current stages in
-   order, then spare devices) that minimizes the bottleneck utilization under the memory limits; a device
-   that does not help is left out.
+   order, then spare devices) that minimizes the bottleneck stage time under those memory limits, exactly;
+   a device that does not help is left out.
 4. **Trigger, with hysteresis.** The new layout is proposed (`ReconfigurePipeline`, with `method`) when
    * a stage's device left the pool or is not ready (at once);
    * a stage no longer fits its device (its budget shrank under co-located work, or the KV demand grew);
    * or it lowers the bottleneck by at least `min_improvement` (relative) while the pipeline is busy (the
-     bottleneck utilization is at least `min_utilization` or requests wait): a device joined, or the load
-     shifted between prefill and decode, or the layout was never balanced.
+     bottleneck's busy share is at least `min_utilization`, or requests wait): a device joined, spare
+     devices can help, the load shifted between prefill and decode (by `mix_shift` of the prompt share
+     since the layout was set), or the layout was never balanced.
    Except for a lost device, the same layout must come out `confirm_ticks` rounds in a row, and a layout
    once proposed is not proposed again for `retry_seconds` unless the inventory shows it was applied; the
    coordinator's cool-down adds to this. The evidence says which trigger fired, with the numbers.
