@@ -16,8 +16,9 @@ controller closes that gap. Each round, for every serving pipeline in the invent
    sum over its layers, and the pipeline iterates at the pace of its slowest stage; the bottleneck stage's
    busy share is its time times the iteration rate. (Without an iteration count the same formula runs per
    second of load, without the overhead.) A layer needs its weights plus its share of the KV blocks the
-   pipeline needs: those in use, plus what the waiting requests would take (estimated from the running
-   ones' average, at most as many again), plus `kv_headroom`; every stage must fit its device's budget.
+   pipeline needs: those in use plus, when the cache is full (`kv_full_fraction`), what the waiting
+   requests would take (estimated from the running ones' average, at most as many again), at its peak over
+   the last `kv_peak_rounds` rounds, plus `kv_headroom`; every stage must fit its device's budget.
    For a live change (any method but `stop_and_redeploy`) a device must also hold its current and its new
    layers at once, with the KV in use, as PipeLive's admission demands, or the engine would refuse it.
 3. **Solve.** `solve_partition` gives the contiguous partition over the ready devices (current stages in
@@ -30,7 +31,10 @@ controller closes that gap. Each round, for every serving pipeline in the invent
      bottleneck's busy share is at least `min_utilization`, or requests wait): a device joined, spare
      devices can help, the load shifted between prefill and decode (by `mix_shift` of the prompt share
      since the layout was set), or the layout was never balanced.
-   Except for a lost device, the same layout must come out `confirm_ticks` rounds in a row, and a layout
+   In a change for speed alone, a device that gains layers must also hold them at the KV demand's peak
+   over the last `rebalance_peak_rounds` rounds, so that layers do not move back onto a device that was
+   just relieved. Except for a lost device,
+   the same layout must come out `confirm_ticks` rounds in a row, and a layout
    once proposed is not proposed again for `retry_seconds` unless the inventory shows it was applied; the
    coordinator's cool-down adds to this. The evidence says which trigger fired, with the numbers.
 
@@ -42,6 +46,7 @@ controller acts on, not its model.
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass, field
 
 from controllers.pipeline_partition import Partition, evaluate_partition, solve_partition
@@ -82,6 +87,8 @@ class _PipelineMemory:
     prompt_rate: float | None = None
     generation_rate: float | None = None
     iteration_rate: float | None = None
+    # KV blocks the pipeline needed in recent rounds (in use plus waiting); the plan covers their peak.
+    kv_demand: deque[float] = field(default_factory=lambda: deque(maxlen=1))
     # The load mix (prompt share of tokens) when the current layout was first seen or last changed.
     layout: tuple[tuple[int, ...], tuple[str, ...]] | None = None
     layout_mix: float | None = None
@@ -149,6 +156,12 @@ class PipelineReconfiguration(Controller):
         rate_smoothing: float = 0.5
         # Room kept on every stage for KV growth, as a share of the KV blocks needed now.
         kv_headroom: float = 0.25
+        # The KV plan covers the peak demand of this many recent rounds, not one round's dip.
+        kv_peak_rounds: int = 6
+        # A change for speed alone (not memory, not a lost device) must hold the KV peak of this many rounds.
+        rebalance_peak_rounds: int = 24
+        # KV cache usage (vllm:gpu_cache_usage_perc) from which waiting requests count as KV demand.
+        kv_full_fraction: float = 0.9
         # Every stage keeps room for at least this many KV blocks.
         min_kv_blocks: int = 64
         # Relative bottleneck reduction a rebalancing must bring.
@@ -175,6 +188,8 @@ class PipelineReconfiguration(Controller):
                 raise ValueError("pipeline: rate_smoothing must be in (0, 1]")
             if self.confirm_ticks < 1:
                 raise ValueError("pipeline: confirm_ticks must be >= 1")
+            if self.kv_peak_rounds < 1 or self.rebalance_peak_rounds < 1:
+                raise ValueError("pipeline: kv_peak_rounds and rebalance_peak_rounds must be >= 1")
 
     def __init__(self, params: object | None = None) -> None:
         super().__init__(params)
@@ -220,11 +235,21 @@ class PipelineReconfiguration(Controller):
         lost = [device for device in pipeline.devices if device not in pool]
         iteration_rate = memory.iteration_rate or 0.0
         live = p.method != "stop_and_redeploy"
+        # Requests waiting while the KV cache is full wait for memory: they will need about what running
+        # ones hold (at most as many again as are running). Waiting for other reasons (the engine paused,
+        # a burst being admitted) says nothing about memory.
+        used = pipeline.kv_blocks_used
+        per_request = used / running if running > 0 else 0.0
+        full = float(metrics.get(CACHE_USAGE, 0.0)) >= p.kv_full_fraction
+        kept = max(p.kv_peak_rounds, p.rebalance_peak_rounds)
+        if memory.kv_demand.maxlen != kept:
+            memory.kv_demand = deque(memory.kv_demand, maxlen=kept)
+        memory.kv_demand.append(used + (min(waiting, running) * per_request if full else 0.0))
+        recent = list(memory.kv_demand)
 
-        def plan(waiting_counted: float) -> tuple[_Model, Partition | None]:
-            model = self._model(
-                pipeline, prompt_rate, generation_rate, iteration_rate, waiting_counted, running
-            )
+        def plan(peak: bool) -> tuple[_Model, Partition | None]:
+            demand = max(recent[-p.kv_peak_rounds :]) if peak else float(used)
+            model = self._model(pipeline, prompt_rate, generation_rate, iteration_rate, demand)
             budgets = [device.budget_bytes for device in model.devices]
             if not live or lost:
                 # Stopping (or a lost stage) frees everything: only the new layout has to fit.
@@ -237,10 +262,10 @@ class PipelineReconfiguration(Controller):
                 transition_bytes=model.transition_bytes,
             )
 
-        model, candidate = plan(waiting)
+        model, candidate = plan(peak=True)
         if candidate is None:
             # The demand does not fit anywhere; plan for the KV in use only, which does fit somewhere now.
-            model, candidate = plan(0.0)
+            model, candidate = plan(peak=False)
         if candidate is None:
             memory.pending, memory.pending_rounds = None, 0
             return None
@@ -277,6 +302,18 @@ class PipelineReconfiguration(Controller):
             why = "; ".join(self._overflow_why(pipeline, model, current, index) for index in overflowing)
         else:
             if improvement < p.min_improvement or (busy < p.min_utilization and waiting <= 0):
+                memory.pending, memory.pending_rounds = None, 0
+                return None
+            # Anti-flap: a device gaining layers for speed alone must hold them at the KV peak of a longer
+            # past, or layers would move back onto a device just relieved, and out again at the next peak.
+            long_peak = max(p.min_kv_blocks, math.ceil(max(recent) * (1.0 + p.kv_headroom)))
+            per_layer = pipeline.layer_weight_bytes + long_peak * pipeline.kv_block_bytes_per_layer
+            before = dict(zip(current_layout[1], current_layout[0], strict=True))
+            if any(
+                stage.layers > before.get(model.devices[stage.device].name, 0)
+                and stage.layers * per_layer > budgets[stage.device]
+                for stage in candidate.stages
+            ):
                 memory.pending, memory.pending_rounds = None, 0
                 return None
             new_devices = sorted(set(target[1]) - set(current_layout[1]))
@@ -382,8 +419,7 @@ class PipelineReconfiguration(Controller):
         prompt_rate: float,
         generation_rate: float,
         iteration_rate: float,
-        waiting: float,
-        running: float,
+        kv_demand: float,
     ) -> _Model:
         p = self.params
         ready = {name: device for name, device in pipeline.pool.items() if device.ready}
@@ -412,10 +448,7 @@ class PipelineReconfiguration(Controller):
             for device in devices
         )
         used = pipeline.kv_blocks_used
-        # Waiting requests will need about what running ones hold; at most as many again as are running.
-        per_request = used / running if running > 0 else 0.0
-        wanted = used + min(waiting, running) * per_request
-        kv_blocks = max(p.min_kv_blocks, math.ceil(wanted * (1.0 + p.kv_headroom)))
+        kv_blocks = max(p.min_kv_blocks, math.ceil(kv_demand * (1.0 + p.kv_headroom)))
         per_layer = pipeline.layer_weight_bytes + kv_blocks * pipeline.kv_block_bytes_per_layer
         # While layers move, a device holds its old and new layers with the KV in use (PipeLive's admission).
         moving = pipeline.layer_weight_bytes + used * pipeline.kv_block_bytes_per_layer

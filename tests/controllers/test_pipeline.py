@@ -219,3 +219,46 @@ def test_the_coordinator_serializes_it_after_placement_on_the_same_node_and_cool
     other = ReconfigurePipeline(target="llm", layers_per_stage=(2, 10, 10, 10), devices=stage_devices)
     again = coordinator.plan([Submitted.of(controller, other)], view)
     assert again.decisions[0].status is DecisionStatus.REJECTED and "cool-down" in again.decisions[0].why
+
+
+def test_waiting_requests_count_as_kv_demand_only_while_the_cache_is_full() -> None:
+    def planned(usage: float) -> int:
+        harness = Harness((8, 8, 8, 8), FOUR, devices(("gpu-0", 4.5), *((name, 10) for name in FOUR[1:])))
+        harness.used, harness.running, harness.waiting = 400, 20, 10
+        views = []
+        for _ in range(2):
+            view = harness.view()
+            pipeline = view.inventory.pipelines["llm"]
+            metrics = {**pipeline.metrics, "vllm:gpu_cache_usage_perc": usage}
+            views.append(
+                TelemetryView(
+                    view.tick,
+                    view.now,
+                    EMPTY,
+                    Inventory(
+                        pipelines={"llm": PipelineInventory(**{**_fields(pipeline), "metrics": metrics})}
+                    ),
+                )
+            )
+        actions = [a for view in views for a in asyncio.run(harness.controller.decide(view))]
+        return actions[0].evidence["kv_blocks_planned"] if actions else 0
+
+    # 400 in use fit gpu-0's 8 layers (500 planned); 10 waiting for memory would need 200 more: 750 planned.
+    assert planned(0.5) == 0
+    assert planned(0.95) == 750
+
+
+def _fields(pipeline: PipelineInventory) -> dict:
+    return {name: getattr(pipeline, name) for name in PipelineInventory.__dataclass_fields__}
+
+
+def test_layers_do_not_move_back_onto_a_relieved_device_until_its_kv_peak_is_long_past() -> None:
+    harness = Harness((2, 10, 10, 10), FOUR, devices(("gpu-0", 4.5), *((name, 10) for name in FOUR[1:])))
+    harness.used, harness.running = 700, 20
+    assert [a for _ in range(3) for a in harness.round()] == []
+    harness.used = 100  # the demand dips: (8, 8, 8, 8) would now be 20 % faster, and fit this round
+    quiet = [harness.round() for _ in range(20)]
+    assert all(actions == [] for actions in quiet)  # the 700-block peak is within rebalance_peak_rounds
+    later = [a for _ in range(8) for a in harness.round()]
+    assert len(later) == 1 and later[0].layers_per_stage == (8, 8, 8, 8)
+    assert later[0].evidence["trigger"] == "imbalance"
