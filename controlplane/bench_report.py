@@ -34,7 +34,6 @@ PIPELINE_COLUMNS = (
     ("preempted", "preempted"),
     ("reconfigurations", "reconfigs"),
     ("unavailable_s", "paused s"),
-    ("time_to_mitigate_s", "mitigate s"),
 )
 PIPELINE_BASELINE = "static"
 
