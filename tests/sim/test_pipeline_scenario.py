@@ -155,3 +155,12 @@ def test_the_scenario_is_deterministic_and_the_pipeline_controller_beats_static(
     layout = dict(item.split("@")[::-1] for item in live.extra["final_layout"])
     assert int(layout["gpu-0"]) < 8 and "gpu-4" in layout
     assert static.extra["reconfigurations"] == 0 and static.extra["preempted"] > live.extra["preempted"]
+
+
+def test_on_alternating_phases_the_controller_follows_the_load_and_beats_static() -> None:
+    scenario = load_scenario("pipeline-phases")
+    static = asyncio.run(run_scenario(scenario, controller_set("static"), 1, "static"))
+    live = asyncio.run(run_scenario(scenario, controller_set("pipeline-live"), 1, "pipeline-live"))
+    assert live.score.slo_violation_fraction < static.score.slo_violation_fraction - 0.1
+    assert live.extra["reconfigurations"] == 2  # to the decode layout and back, nothing in between
+    assert live.extra["final_layout"] == ["8@gpu-0", "8@gpu-1", "8@gpu-2", "8@gpu-3"]
