@@ -107,8 +107,9 @@ def write_plots(outcomes: Sequence[dict[str, Any]], out: Path) -> dict[str, str]
             for axis in (latency, replicas, decisions):
                 axis.axvline(event["at"], color="grey", ls=":", lw=1)
         latency.set_yscale("log")
-        latency.set_ylabel("end-to-end p99 (ms)")
-        replicas.set_ylabel("replicas")
+        pipeline = "tpot_p99_ms" in runs[0]["run"]
+        latency.set_ylabel("TTFT p99 (ms)" if pipeline else "end-to-end p99 (ms)")
+        replicas.set_ylabel("pipeline stages" if pipeline else "replicas")
         decisions.set_ylabel("applied actions (cumulative)")
         decisions.set_xlabel("simulated seconds (dotted: injected events)")
         latency.legend(loc="upper left", fontsize=8)
