@@ -21,6 +21,8 @@ controller closes that gap. Each round, for every serving pipeline in the invent
    the last `kv_peak_rounds` rounds, plus `kv_headroom`; every stage must fit its device's budget.
    For a live change (any method but `stop_and_redeploy`) a device must also hold its current and its new
    layers at once, with the KV in use, as PipeLive's admission demands, or the engine would refuse it.
+   When a stage's device is lost and no live change is admissible, it asks for `stop_and_redeploy`: the
+   pipeline cannot serve without the stage anyway.
 3. **Solve.** `solve_partition` gives the contiguous partition over the ready devices (current stages in
    order, then spare devices) that minimizes the bottleneck stage time under those memory limits, exactly;
    a device that does not help is left out.
@@ -89,7 +91,7 @@ class _PipelineMemory:
     iteration_rate: float | None = None
     # KV blocks the pipeline needed in recent rounds (in use plus waiting); the plan covers their peak.
     kv_demand: deque[float] = field(default_factory=lambda: deque(maxlen=1))
-    # The load mix (prompt share of tokens) when the current layout was first seen or last changed.
+    # The current layout, and the load mix (prompt share of tokens) when it was first seen.
     layout: tuple[tuple[int, ...], tuple[str, ...]] | None = None
     layout_mix: float | None = None
     last_pool: frozenset[str] | None = None
@@ -125,9 +127,9 @@ class PipelineReconfiguration(Controller):
         " device's budget shrinks, a device joins or leaves, or the prefill/decode mix shifts; with"
         " hysteresis."
     )
-    # A performance model (utilization per stage from token rates, layer costs and device speeds) predicts
-    # each layout's bottleneck, an exact solver picks the layout; it reads metrics and the inventory, and
-    # its evidence so far is the simulator's pipeline-devices scenario.
+    # A performance model (stage time per iteration from token and iteration rates, layer costs and device
+    # speeds) predicts each layout's bottleneck, an exact solver picks the layout; it reads metrics and the
+    # inventory, and its evidence so far is the simulator's pipeline-devices and pipeline-phases scenarios.
     taxonomy = Taxonomy.of(
         ControlLocus.CENTRALIZED,
         Strategy.MODEL_BASED,
@@ -247,12 +249,12 @@ class PipelineReconfiguration(Controller):
         memory.kv_demand.append(used + (min(waiting, running) * per_request if full else 0.0))
         recent = list(memory.kv_demand)
 
-        def plan(peak: bool) -> tuple[_Model, Partition | None]:
+        def plan(peak: bool, transition: bool) -> tuple[_Model, Partition | None]:
             demand = max(recent[-p.kv_peak_rounds :]) if peak else float(used)
             model = self._model(pipeline, prompt_rate, generation_rate, iteration_rate, demand)
             budgets = [device.budget_bytes for device in model.devices]
-            if not live or lost:
-                # Stopping (or a lost stage) frees everything: only the new layout has to fit.
+            if not transition:
+                # Stopping frees everything: only the new layout has to fit.
                 return model, solve_partition(model.layer_seconds, model.layer_bytes, budgets)
             return model, solve_partition(
                 model.layer_seconds,
@@ -262,10 +264,16 @@ class PipelineReconfiguration(Controller):
                 transition_bytes=model.transition_bytes,
             )
 
-        model, candidate = plan(peak=True)
+        method = p.method
+        model, candidate = plan(peak=True, transition=live)
         if candidate is None:
             # The demand does not fit anywhere; plan for the KV in use only, which does fit somewhere now.
-            model, candidate = plan(peak=False)
+            model, candidate = plan(peak=False, transition=live)
+        if candidate is None and live and lost:
+            # A stage is gone, so the pipeline cannot serve anyway: if no live change is admissible,
+            # redeploying costs no availability it still has.
+            model, candidate = plan(peak=False, transition=False)
+            method = "stop_and_redeploy"
         if candidate is None:
             memory.pending, memory.pending_rounds = None, 0
             return None
@@ -308,9 +316,9 @@ class PipelineReconfiguration(Controller):
             # past, or layers would move back onto a device just relieved, and out again at the next peak.
             long_peak = max(p.min_kv_blocks, math.ceil(max(recent) * (1.0 + p.kv_headroom)))
             per_layer = pipeline.layer_weight_bytes + long_peak * pipeline.kv_block_bytes_per_layer
-            before = dict(zip(current_layout[1], current_layout[0], strict=True))
+            held_now = dict(zip(current_layout[1], current_layout[0], strict=True))
             if any(
-                stage.layers > before.get(model.devices[stage.device].name, 0)
+                stage.layers > held_now.get(model.devices[stage.device].name, 0)
                 and stage.layers * per_layer > budgets[stage.device]
                 for stage in candidate.stages
             ):
@@ -352,7 +360,7 @@ class PipelineReconfiguration(Controller):
             "trigger": trigger,
             "bottleneck_stage_seconds_now": round(current.bottleneck, 6) if current is not None else -1.0,
             "bottleneck_stage_seconds_new": round(candidate.bottleneck, 6),
-            "per_iteration": model.iterations_per_second != 1.0 or iteration_rate > 0,
+            "per_iteration": iteration_rate > 0,
             "busy_fraction": round(busy, 4),
             "improvement": round(improvement, 4),
             "prompt_tokens_per_s": round(prompt_rate, 2),
@@ -380,7 +388,7 @@ class PipelineReconfiguration(Controller):
             target=pipeline.name,
             layers_per_stage=target[0],
             devices=target[1],
-            method="" if p.method == "live" else p.method,
+            method="" if method == "live" else method,
             reason=f"{trigger}: {why}; layers {before} -> {layout}; {timing}",
             evidence=evidence,
         )

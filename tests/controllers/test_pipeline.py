@@ -262,3 +262,14 @@ def test_layers_do_not_move_back_onto_a_relieved_device_until_its_kv_peak_is_lon
     later = [a for _ in range(8) for a in harness.round()]
     assert len(later) == 1 and later[0].layers_per_stage == (8, 8, 8, 8)
     assert later[0].evidence["trigger"] == "imbalance"
+
+
+def test_when_a_lost_stage_leaves_no_admissible_live_change_it_asks_for_a_redeploy() -> None:
+    # Three 6.5 GiB devices can hold the model once gpu-3 is gone, but gpu-2 cannot hold its old layers
+    # (16-23) and its new ones (the last ten or eleven) at once: no live change is admissible.
+    harness = Harness((8, 8, 8, 8), FOUR, devices(*((name, 6.5) for name in FOUR)))
+    harness.round()
+    harness.pool = devices(*((name, 6.5) for name in FOUR[:3]), ("gpu-3", 6.5, 1.0, 1.0, False))
+    (action,) = harness.round()
+    assert action.evidence["trigger"] == "device_left" and action.method == "stop_and_redeploy"
+    assert action.devices == FOUR[:3] and sum(action.layers_per_stage) == 32
