@@ -164,3 +164,24 @@ def test_on_alternating_phases_the_controller_follows_the_load_and_beats_static(
     assert live.score.slo_violation_fraction < static.score.slo_violation_fraction - 0.1
     assert live.extra["reconfigurations"] == 2  # to the decode layout and back, nothing in between
     assert live.extra["final_layout"] == ["8@gpu-0", "8@gpu-1", "8@gpu-2", "8@gpu-3"]
+
+
+def test_a_device_that_leaves_mid_run_is_routed_around() -> None:
+    document = {
+        "name": "leave",
+        "duration_seconds": 150,
+        "warmup_seconds": 10,
+        "slo_p99_ms": 2000,
+        "workload": {"mean_rps": 4.0},
+        "pipeline": small_pipeline(),
+        "events": [{"at": 60, "kind": "device_leave", "device": "b"}],
+    }
+    scenario = parse_scenario(document, "leave")
+    static = asyncio.run(run_scenario(scenario, controller_set("static"), 2, "static"))
+    live = asyncio.run(run_scenario(scenario, controller_set("pipeline-live"), 2, "pipeline-live"))
+    # Without stage b the static pipeline serves nothing more. The controller first spreads onto the spare
+    # device c (the pipeline is busy), and when b leaves moves its layers at once: nothing is dropped.
+    assert static.extra["dropped"] > 100
+    assert live.extra["reconfigurations"] == 2 and live.extra["dropped"] == 0
+    assert live.extra["final_layout"] == ["4@a", "4@c"]
+    assert live.score.slo_violation_fraction < static.score.slo_violation_fraction
