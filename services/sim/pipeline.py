@@ -110,9 +110,9 @@ _KNOWN = {
 }
 
 
-def _number(table: Mapping[str, Any], key: str, where: str, minimum: float = 0.0) -> float:
+def _number(table: Mapping[str, Any], key: str, where: str) -> float:
     value = table[key]
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < minimum or value <= 0:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
         raise ValueError(f"{where}.{key}: expected a number > 0, got {value!r}")
     return float(value)
 
@@ -197,6 +197,28 @@ def parse_pipeline(table: Mapping[str, Any]) -> PipelineSpec:
         requests=tuple(requests),
         **options,
     )
+
+
+def check_events(spec: PipelineSpec, events: list[tuple[str, Mapping[str, Any]]]) -> None:
+    """Device events name devices the pipeline has (or that joined before) and give numbers > 0.
+
+    `events` are (kind, parameters) in time order; a wrong one is a ValueError naming it, before the run.
+    """
+    known = {device.name for device in spec.devices}
+    for index, (kind, parameters) in enumerate(events):
+        where = f"events[{index}]"
+        if not kind.startswith("device_"):
+            continue
+        device = parameters["device"]
+        if kind == "device_join":
+            known.add(str(device))
+        elif device not in known:
+            raise ValueError(
+                f"{where}.device: {device!r} is not a device of the pipeline; known: {sorted(known)}"
+            )
+        for key in ("budget_gib", "prefill_speed", "decode_speed"):
+            if key in parameters:
+                _number(parameters, key, where)
 
 
 class PipelineRecorder(RunRecorder):

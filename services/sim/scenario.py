@@ -20,7 +20,7 @@ from typing import Any
 
 from controlplane.taxonomy import Dynamics
 from services.sim.app import DEMO_APP, parse_toml_file
-from services.sim.pipeline import PipelineSpec, parse_pipeline
+from services.sim.pipeline import PipelineSpec, check_events, parse_pipeline
 
 SCENARIO_DIR = Path(__file__).resolve().parent / "scenarios"
 REPO = Path(__file__).resolve().parents[2]
@@ -215,6 +215,8 @@ def parse_scenario(document: Mapping[str, Any], name: str, base: Path = SCENARIO
             )
         if pipeline is None and event.kind.startswith("device_"):
             raise ValueError(f"events: a {event.kind} event needs a [pipeline] table")
+    if pipeline is not None:
+        check_events(pipeline, [(event.kind, event.parameters) for event in events])
     sets = document.get("controller_sets", [])
     if not isinstance(sets, list) or not all(isinstance(item, str) and item for item in sets):
         raise ValueError(f"controller_sets: expected a list of controller set names, got {sets!r}")

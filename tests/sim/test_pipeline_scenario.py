@@ -131,6 +131,26 @@ def test_a_wrong_pipeline_table_names_the_field(change, message) -> None:
         parse_pipeline(small_pipeline(**change))
 
 
+def test_device_events_name_known_devices_and_numbers() -> None:
+    with pytest.raises(ValueError, match=r"events\[0\].device: 'zz' is not a device"):
+        parse_scenario(
+            {"pipeline": small_pipeline(), "events": [{"at": 1, "kind": "device_leave", "device": "zz"}]}, "x"
+        )
+    with pytest.raises(ValueError, match=r"events\[0\].budget_gib"):
+        parse_scenario(
+            {
+                "pipeline": small_pipeline(),
+                "events": [{"at": 1, "kind": "device_budget", "device": "a", "budget_gib": -1}],
+            },
+            "x",
+        )
+    joined = [
+        {"at": 1, "kind": "device_join", "device": "new", "budget_gib": 4},
+        {"at": 2, "kind": "device_leave", "device": "new"},
+    ]
+    assert len(parse_scenario({"pipeline": small_pipeline(), "events": joined}, "x").events) == 2
+
+
 def test_device_events_need_a_pipeline_and_a_pipeline_takes_no_app_events() -> None:
     with pytest.raises(ValueError, match="needs a \\[pipeline\\] table"):
         parse_scenario({"events": [{"at": 1, "kind": "device_leave", "device": "a"}]}, "x")
