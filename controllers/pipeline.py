@@ -35,14 +35,15 @@ controller closes that gap. Each round, for every serving pipeline in the invent
      since the layout was set), or the layout was never balanced.
    In a change for speed alone, a device that gains layers must also hold them at the KV demand's peak
    over the last `rebalance_peak_rounds` rounds, so that layers do not move back onto a device that was
-   just relieved. Except for a lost device,
-   the same layout must come out `confirm_ticks` rounds in a row, and a layout
-   once proposed is not proposed again for `retry_seconds` unless the inventory shows it was applied; the
-   coordinator's cool-down adds to this. The evidence says which trigger fired, with the numbers.
+   just relieved. Except for a lost device, or a mean TTFT over the last round above `ttft_slo_seconds`
+   (when set: the symptom is already there), the same layout must come out `confirm_ticks` rounds in a row,
+   and a layout once proposed is not proposed again for `retry_seconds` unless the inventory shows it was
+   applied; the coordinator's cool-down adds to this. The evidence says which trigger fired, with the
+   numbers.
 
-Metrics TTFT and TPOT (`vllm:time_to_first_token_seconds`, `vllm:time_per_output_token_seconds`, means over
-the last round from the histograms' `_sum` and `_count`) go into the evidence; they are the symptom the
-controller acts on, not its model.
+TTFT and TPOT (`vllm:time_to_first_token_seconds`, `vllm:time_per_output_token_seconds`, means over the
+last round from the histograms' `_sum` and `_count`) go into the evidence and, above `ttft_slo_seconds`,
+make a change urgent; they are the symptom, the model above decides the layout.
 """
 
 from __future__ import annotations
@@ -173,6 +174,9 @@ class PipelineReconfiguration(Controller):
         min_utilization: float = 0.3
         # Rounds in a row the same layout must come out before it is proposed (not for a lost device).
         confirm_ticks: int = 2
+        # When the mean time to first token of the last round is above this, the symptom is already there:
+        # one round confirms a layout (0: off).
+        ttft_slo_seconds: float = 0.0
         # A layout proposed once is not proposed again within this many seconds unless it was applied.
         retry_seconds: float = 60.0
         # The prompt share of tokens must move this much from the layout's to count as a "load_shift".
@@ -350,7 +354,11 @@ class PipelineReconfiguration(Controller):
             memory.pending_rounds += 1
         else:
             memory.pending, memory.pending_rounds = target, 1
-        if trigger != "device_left" and memory.pending_rounds < p.confirm_ticks:
+        ttft = means.get("ttft_mean_s")
+        urgent = trigger == "device_left" or (
+            p.ttft_slo_seconds > 0 and ttft is not None and ttft > p.ttft_slo_seconds
+        )
+        if not urgent and memory.pending_rounds < p.confirm_ticks:
             return None
         if memory.proposed == target and now - memory.proposed_at < p.retry_seconds:
             return None
@@ -370,6 +378,7 @@ class PipelineReconfiguration(Controller):
             "requests_waiting": waiting,
             "requests_running": running,
             "confirmed_rounds": memory.pending_rounds,
+            "urgent": urgent,
         }
         if mix is not None:
             evidence["prompt_token_share"] = round(mix, 4)

@@ -273,3 +273,40 @@ def test_when_a_lost_stage_leaves_no_admissible_live_change_it_asks_for_a_redepl
     (action,) = harness.round()
     assert action.evidence["trigger"] == "device_left" and action.method == "stop_and_redeploy"
     assert action.devices == FOUR[:3] and sum(action.layers_per_stage) == 32
+
+
+class TtftHarness(Harness):
+    """Ten first tokens per round, each `ttft` seconds after its request arrived."""
+
+    ttft = 0.0
+
+    def view(self, rates=BUSY) -> TelemetryView:
+        view = super().view(rates)
+        pipeline = view.inventory.pipelines["llm"]
+        metrics = {
+            **pipeline.metrics,
+            "vllm:time_to_first_token_seconds_sum": 10 * self.ttft * self.tick,
+            "vllm:time_to_first_token_seconds_count": 10.0 * self.tick,
+        }
+        replaced = PipelineInventory(**{**_fields(pipeline), "metrics": metrics})
+        return TelemetryView(view.tick, view.now, EMPTY, Inventory(pipelines={"llm": replaced}))
+
+
+def test_a_ttft_above_its_slo_makes_one_round_enough() -> None:
+    def rounds_to_propose(ttft_seconds: float) -> int:
+        harness = TtftHarness(
+            (8, 8, 8, 8), FOUR, devices(*((name, 10) for name in FOUR)), {"ttft_slo_seconds": 2.0}
+        )
+        harness.ttft = ttft_seconds
+        assert harness.round() == []
+        harness.pool = devices(("gpu-0", 4.5), *((name, 10) for name in FOUR[1:]))
+        for count in range(1, 5):
+            actions = harness.round()
+            if actions:
+                assert actions[0].evidence["ttft_mean_s"] == ttft_seconds
+                assert actions[0].evidence["urgent"] is (ttft_seconds > 2.0)
+                return count
+        return 0
+
+    assert rounds_to_propose(0.5) == 2  # within the SLO: the usual confirmation round
+    assert rounds_to_propose(6.0) == 1  # the symptom is there: no waiting
