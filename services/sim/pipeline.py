@@ -522,7 +522,7 @@ class PipelineSim:
     # --- what changes the pipeline ------------------------------------------------------------------------
 
     def set_budget(self, device: str, budget_bytes: int) -> None:
-        self._device(device).budget_bytes = budget_bytes
+        self.device(device).budget_bytes = budget_bytes
         self._fit_pool()
         self._kick()
 
@@ -533,10 +533,11 @@ class PipelineSim:
         self._kick()
 
     def remove_device(self, device: str) -> None:
-        self._device(device).ready = False
+        self.device(device).ready = False
         self._kick()
 
-    def _device(self, name: str) -> _Device:
+    def device(self, name: str) -> _Device:
+        """The device named `name`; ValueError naming the known ones otherwise."""
         known = self.devices.get(name)
         if known is None:
             raise ValueError(f"no device named {name!r}; known: {sorted(self.devices)}")

@@ -30,7 +30,7 @@ from controlplane.runtime import ControlLoop
 from controlplane.store import DecisionStore
 from controlplane.view import DeviceInventory, Inventory, PipelineInventory, StageInventory
 from services.sim.pipeline import GIB, DeviceSpec, PipelineRecorder, PipelineSim
-from services.sim.results import score
+from services.sim.results import RunScore, score
 from services.sim.scenario import Event, Scenario
 from telemetry import ModelConfig, TelemetryModel
 
@@ -122,7 +122,7 @@ def apply_pipeline_event(sim: PipelineSim, event: Event) -> Undo | None:
         return lambda: sim.set_mix(previous)
     if event.kind == "device_budget":
         device = str(parameters["device"])
-        before = sim._device(device).budget_bytes
+        before = sim.device(device).budget_bytes
         sim.set_budget(device, int(float(parameters["budget_gib"]) * GIB))
         return lambda: sim.set_budget(device, before)
     if event.kind == "device_join":
@@ -141,7 +141,7 @@ def apply_pipeline_event(sim: PipelineSim, event: Event) -> Undo | None:
         sim.remove_device(name)
 
         def undo_leave() -> None:
-            sim._device(name).ready = True
+            sim.device(name).ready = True
 
         return undo_leave
     raise ValueError(f"a pipeline scenario cannot inject a {event.kind} event")
@@ -155,7 +155,7 @@ async def run_pipeline_scenario(
     decision_store: str | Path = ":memory:",
     registry: ControllerRegistry | None = None,
     on_second: Callable[[int], None] | None = None,
-) -> tuple[Any, PipelineRecorder, int, dict[str, Any]]:
+) -> tuple[RunScore, PipelineRecorder, int, dict[str, Any]]:
     """Run a pipeline scenario; returns (score, recorder, requests started, the pipeline's own figures)."""
     spec = scenario.pipeline
     if spec is None:
