@@ -2,7 +2,8 @@
 
 It carries `ReconfigurePipeline` out by calling `Reconfigure` on the service's address, mapping
 `layers_per_stage` to one `LayerRange` per stage (in pipeline order, covering every layer once), passing
-the devices and the action's method (empty: the engine's default, live), and reporting the outcome: the
+the devices, their budgets when every one is known (from the last `Status` and the declared spare devices),
+and the action's method (empty: the engine's default, live), and reporting the outcome: the
 engine's figures (pause, total time, bytes copied, patch rounds, preempted and dropped requests) when it
 succeeds, its refusal reason (FAILED_PRECONDITION: the plan does not fit; INVALID_ARGUMENT: a bad
 partition) when it does not, which the coordinator turns into a FAILED decision with that reason.
@@ -52,15 +53,27 @@ class PipeLiveTarget:
     spare_devices: Sequence[DeviceInventory] = ()
 
 
-def reconfigure_request(action: ReconfigurePipeline) -> pb.ReconfigureRequest:
-    """The `Reconfigure` request for an action: consecutive layer ranges, devices and method."""
+def reconfigure_request(
+    action: ReconfigurePipeline, budgets: Mapping[str, int] | None = None
+) -> pb.ReconfigureRequest:
+    """The `Reconfigure` request for an action: consecutive layer ranges, devices, method, and the budget of
+    every stage's device when all of them are known (`budgets`: device -> bytes), so that a stage on a
+    device the engine has not used yet gets its budget."""
     stages, first = [], 0
     for count in action.layers_per_stage:
         stages.append(pb.LayerRange(first_layer=first, end_layer=first + count))
         first += count
     # Stage slots the inventory told apart ("cpu#1") are the engine's device ("cpu").
     devices = [device.split("#", 1)[0] for device in action.devices]
-    return pb.ReconfigureRequest(stages=stages, method=action.method, devices=devices)
+    known = budgets or {}
+    stage_budgets = (
+        [known[device] for device in action.devices]
+        if action.devices and all(device in known for device in action.devices)
+        else []
+    )
+    return pb.ReconfigureRequest(
+        stages=stages, method=action.method, devices=devices, budget_bytes=stage_budgets
+    )
 
 
 def describe_response(name: str, response: pb.ReconfigureResponse) -> str:
@@ -152,6 +165,11 @@ class PipeLiveActuator(Actuator):
         self.targets = {target.name: target for target in targets}
         self.timeout_seconds = timeout_seconds
         self._channels: dict[str, grpc.aio.Channel] = {}
+        # Per target: device -> budget bytes, from its last Status and its declared spare devices.
+        self._budgets: dict[str, dict[str, int]] = {
+            target.name: {device.name: device.budget_bytes for device in target.spare_devices}
+            for target in targets
+        }
 
     def _stub(self, target: PipeLiveTarget) -> pb_grpc.PipeLiveStub:
         channel = self._channels.get(target.name)
@@ -176,7 +194,7 @@ class PipeLiveActuator(Actuator):
             )
         try:
             response = await self._stub(target).Reconfigure(
-                reconfigure_request(action), timeout=self.timeout_seconds
+                reconfigure_request(action, self._budgets[target.name]), timeout=self.timeout_seconds
             )
         except grpc.aio.AioRpcError as error:
             return Outcome(
@@ -206,4 +224,8 @@ class PipeLiveActuator(Actuator):
                     metrics = parse_metrics(await response.text())
             except (ClientError, TimeoutError, ValueError) as error:
                 log.warning("PipeLive %s: cannot read %s: %s", target.name, target.metrics_url, error)
-        return pipeline_from_status(target, status, metrics)
+        pipeline = pipeline_from_status(target, status, metrics)
+        self._budgets[target.name].update(
+            {name: device.budget_bytes for name, device in pipeline.pool.items()}
+        )
+        return pipeline

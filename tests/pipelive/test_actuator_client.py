@@ -54,8 +54,14 @@ def test_reconfigure_sends_layer_ranges_devices_and_method_and_reports_the_figur
     async def scenario():
         remote = RecordingPipeLive()
         server, address = await _serve(remote)
-        actuator = PipeLiveActuator([PipeLiveTarget("llm", address)], timeout_seconds=10)
+        spare = DeviceInventory("c", budget_bytes=3 * 2**30)
+        actuator = PipeLiveActuator(
+            [PipeLiveTarget("llm", address, spare_devices=(spare,))], timeout_seconds=10
+        )
         try:
+            with_budget = await actuator.apply(
+                ReconfigurePipeline(target="llm", layers_per_stage=(10,), devices=("c",))
+            )
             live = await actuator.apply(
                 ReconfigurePipeline(target="llm", layers_per_stage=(3, 5, 2), devices=("a", "cpu#1", "c"))
             )
@@ -66,10 +72,13 @@ def test_reconfigure_sends_layer_ranges_devices_and_method_and_reports_the_figur
         finally:
             await actuator.close()
             await server.stop(None)
-        return remote.requests, live, redeploy, unknown
+        return remote.requests, with_budget, live, redeploy, unknown
 
-    requests, live, redeploy, unknown = asyncio.run(scenario())
-    first, second = requests
+    requests, with_budget, live, redeploy, unknown = asyncio.run(scenario())
+    spare_request, first, second = requests
+    # A declared spare device's budget goes with it; devices whose budget is not known send none.
+    assert with_budget.ok and list(spare_request.budget_bytes) == [3 * 2**30]
+    assert not first.budget_bytes
     assert [(r.first_layer, r.end_layer) for r in first.stages] == [(0, 3), (3, 8), (8, 10)]
     assert list(first.devices) == ["a", "cpu", "c"] and first.method == ""
     assert [(r.first_layer, r.end_layer) for r in second.stages] == [
@@ -80,7 +89,7 @@ def test_reconfigure_sends_layer_ranges_devices_and_method_and_reports_the_figur
     assert "2 patch round(s)" in live.detail
     assert redeploy.ok and "by stop_and_redeploy" in redeploy.detail
     assert not unknown.ok and "no PipeLive service named 'other'" in unknown.detail
-    assert len(requests) == 2  # the unknown target never reached the wire
+    assert len(requests) == 3  # the unknown target never reached the wire
 
 
 def test_a_refusal_becomes_a_failed_decision_with_the_engines_reason() -> None:
