@@ -5,12 +5,23 @@ import asyncio
 
 import pytest
 
+from controllers.pipeline import PipelineReconfiguration
 from controlplane.actions import Place, ReconfigurePipeline
 from controlplane.bench_scenarios import controller_set
+from controlplane.registry import ControllerRegistry
 from services.sim.pipeline import GIB, PipelineRecorder, PipelineSim, parse_pipeline
 from services.sim.pipeline_runner import PipelineSimActuator
 from services.sim.runner import run_scenario
 from services.sim.scenario import load_scenario, parse_scenario
+
+
+def registry() -> ControllerRegistry:
+    """Installed controllers plus `pipeline` itself: these tests are about its behaviour, not its entry point
+    (tests/controllers/test_registration.py checks that)."""
+    found = ControllerRegistry()
+    found.discover()
+    found.register(PipelineReconfiguration)
+    return found
 
 
 def small_pipeline(**overrides) -> dict:
@@ -162,7 +173,7 @@ def test_device_events_need_a_pipeline_and_a_pipeline_takes_no_app_events() -> N
 
 def _run(name: str, seed: int = 1):
     scenario = load_scenario("pipeline-devices")
-    return asyncio.run(run_scenario(scenario, controller_set(name), seed, name))
+    return asyncio.run(run_scenario(scenario, controller_set(name), seed, name, registry=registry()))
 
 
 def test_the_scenario_is_deterministic_and_the_pipeline_controller_beats_static() -> None:
@@ -179,8 +190,10 @@ def test_the_scenario_is_deterministic_and_the_pipeline_controller_beats_static(
 
 def test_on_alternating_phases_the_controller_follows_the_load_and_beats_static() -> None:
     scenario = load_scenario("pipeline-phases")
-    static = asyncio.run(run_scenario(scenario, controller_set("static"), 1, "static"))
-    live = asyncio.run(run_scenario(scenario, controller_set("pipeline-live"), 1, "pipeline-live"))
+    static = asyncio.run(run_scenario(scenario, controller_set("static"), 1, "static", registry=registry()))
+    live = asyncio.run(
+        run_scenario(scenario, controller_set("pipeline-live"), 1, "pipeline-live", registry=registry())
+    )
     assert live.score.slo_violation_fraction < static.score.slo_violation_fraction - 0.1
     assert live.extra["reconfigurations"] == 2  # to the decode layout and back, nothing in between
     assert live.extra["final_layout"] == ["8@gpu-0", "8@gpu-1", "8@gpu-2", "8@gpu-3"]
@@ -197,8 +210,10 @@ def test_a_device_that_leaves_mid_run_is_routed_around() -> None:
         "events": [{"at": 60, "kind": "device_leave", "device": "b"}],
     }
     scenario = parse_scenario(document, "leave")
-    static = asyncio.run(run_scenario(scenario, controller_set("static"), 2, "static"))
-    live = asyncio.run(run_scenario(scenario, controller_set("pipeline-live"), 2, "pipeline-live"))
+    static = asyncio.run(run_scenario(scenario, controller_set("static"), 2, "static", registry=registry()))
+    live = asyncio.run(
+        run_scenario(scenario, controller_set("pipeline-live"), 2, "pipeline-live", registry=registry())
+    )
     # Without stage b the static pipeline serves nothing more. The controller first spreads onto the spare
     # device c (the pipeline is busy), and when b leaves moves its layers at once: nothing is dropped.
     assert static.extra["dropped"] > 100
