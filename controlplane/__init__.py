@@ -29,7 +29,15 @@ from controlplane.taxonomy import (
     Taxonomy,
     Telemetry,
 )
-from controlplane.view import Inventory, NodeInventory, PipelineInventory, ServiceInventory, TelemetryView
+from controlplane.view import (
+    DeviceInventory,
+    Inventory,
+    NodeInventory,
+    PipelineInventory,
+    ServiceInventory,
+    StageInventory,
+    TelemetryView,
+)
 
 __version__ = "0.1.0"
 
@@ -41,6 +49,7 @@ __all__ = [
     "ControllerRegistry",
     "Decision",
     "DecisionStatus",
+    "DeviceInventory",
     "Dynamics",
     "Evidence",
     "Inventory",
@@ -59,6 +68,7 @@ __all__ = [
     "Route",
     "Scale",
     "ServiceInventory",
+    "StageInventory",
     "Strategy",
     "Taxonomy",
     "Telemetry",

@@ -197,6 +197,10 @@ class Remediate(Action):
         return "lifecycle"
 
 
+# "" leaves the choice to the substrate; the others are PipeLive's methods (live and its baselines).
+RECONFIGURE_METHODS = frozenset({"", "live", "live_no_resize", "stop_and_copy", "stop_and_redeploy"})
+
+
 @dataclass(frozen=True, kw_only=True)
 class ReconfigurePipeline(Action):
     """Give each pipeline stage of a serving pipeline a number of layers (and optionally a device)."""
@@ -208,11 +212,18 @@ class ReconfigurePipeline(Action):
 
     layers_per_stage: tuple[int, ...]
     devices: tuple[str, ...] = ()
+    # How the substrate carries the change out (PipeLive's `Reconfigure` methods); "" is its default, live.
+    method: str = ""
 
     def __post_init__(self) -> None:
         super().__post_init__()
         object.__setattr__(self, "layers_per_stage", tuple(self.layers_per_stage))
         object.__setattr__(self, "devices", tuple(self.devices))
+        if self.method not in RECONFIGURE_METHODS:
+            raise ValueError(
+                f"ReconfigurePipeline.method must be one of {sorted(RECONFIGURE_METHODS)}, "
+                f"got {self.method!r}"
+            )
         if not self.layers_per_stage or any(count < 1 for count in self.layers_per_stage):
             raise ValueError("ReconfigurePipeline.layers_per_stage must give every stage at least one layer")
         if self.devices and len(self.devices) != len(self.layers_per_stage):

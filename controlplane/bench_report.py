@@ -22,6 +22,24 @@ COLUMNS = (
     ("time_to_mitigate_s", "mitigate s"),
 )
 BASELINE = "hpa"
+# A serving-pipeline scenario (services/sim/pipeline.py): the latency is the time to first token, and what
+# matters besides is TPOT, requests dropped or preempted, and what the reconfigurations cost.
+PIPELINE_COLUMNS = (
+    ("controllers", "controllers"),
+    ("slo_violation_fraction", "TTFT SLO violation"),
+    ("p50_ms", "TTFT p50 ms"),
+    ("p99_ms", "TTFT p99 ms"),
+    ("tpot_p99_ms", "TPOT p99 ms"),
+    ("dropped", "dropped"),
+    ("preempted", "preempted"),
+    ("reconfigurations", "reconfigs"),
+    ("unavailable_s", "paused s"),
+)
+PIPELINE_BASELINE = "static"
+
+
+def _columns(runs: list[dict[str, Any]]) -> tuple[tuple[str, str], ...]:
+    return PIPELINE_COLUMNS if "tpot_p99_ms" in runs[0] else COLUMNS
 
 
 def _cell(value: Any) -> str:
@@ -47,12 +65,13 @@ def print_table(document: dict[str, Any], console: Console) -> None:
         console.print(table)
         console.print(_agreement(document["live"]))
     for scenario, runs in _by_scenario(document).items():
+        columns = _columns(runs)
         table = Table(
-            *(Column(title, justify="left" if key == "controllers" else "right") for key, title in COLUMNS),
+            *(Column(title, justify="left" if key == "controllers" else "right") for key, title in columns),
             title=f"{scenario} (SLO p99 {_cell(runs[0].get('slo_p99_ms'))} ms)",
         )
         for run in runs:
-            table.add_row(*(_cell(run.get(key)) for key, _ in COLUMNS))
+            table.add_row(*(_cell(run.get(key)) for key, _ in columns))
         console.print(table)
 
 
@@ -88,8 +107,9 @@ def write_plots(outcomes: Sequence[dict[str, Any]], out: Path) -> dict[str, str]
             for axis in (latency, replicas, decisions):
                 axis.axvline(event["at"], color="grey", ls=":", lw=1)
         latency.set_yscale("log")
-        latency.set_ylabel("end-to-end p99 (ms)")
-        replicas.set_ylabel("replicas")
+        pipeline = "tpot_p99_ms" in runs[0]["run"]
+        latency.set_ylabel("TTFT p99 (ms)" if pipeline else "end-to-end p99 (ms)")
+        replicas.set_ylabel("pipeline stages" if pipeline else "replicas")
         decisions.set_ylabel("applied actions (cumulative)")
         decisions.set_xlabel("simulated seconds (dotted: injected events)")
         latency.legend(loc="upper left", fontsize=8)
@@ -104,7 +124,9 @@ def write_plots(outcomes: Sequence[dict[str, Any]], out: Path) -> dict[str, str]
 
 def _versus_baseline(runs: list[dict[str, Any]]) -> str:
     """One sentence per set: SLO violation and cost relative to the baseline."""
-    baseline = next((run for run in runs if run["controllers"] == BASELINE), None)
+    pipeline = "tpot_p99_ms" in runs[0]
+    name = PIPELINE_BASELINE if pipeline else BASELINE
+    baseline = next((run for run in runs if run["controllers"] == name), None)
     if baseline is None:
         return ""
     parts = []
@@ -112,6 +134,14 @@ def _versus_baseline(runs: list[dict[str, Any]]) -> str:
         if run is baseline:
             continue
         delta = run["slo_violation_fraction"] - baseline["slo_violation_fraction"]
+        if pipeline:
+            verdict = "beats" if delta < -0.005 else "loses to" if delta > 0.005 else "ties with"
+            parts.append(
+                f"`{run['controllers']}` {verdict} `{name}` on TTFT SLO violation "
+                f"({delta * 100:+.1f} points),"
+                f" {run['dropped'] - baseline['dropped']:+d} dropped requests"
+            )
+            continue
         cost = (
             run["cost_replica_seconds"] / baseline["cost_replica_seconds"] - 1
             if baseline["cost_replica_seconds"]
@@ -119,7 +149,7 @@ def _versus_baseline(runs: list[dict[str, Any]]) -> str:
         )
         verdict = "beats" if delta < -0.005 else "loses to" if delta > 0.005 else "ties with"
         parts.append(
-            f"`{run['controllers']}` {verdict} `{BASELINE}` on SLO violation ({delta * 100:+.1f} points)"
+            f"`{run['controllers']}` {verdict} `{name}` on SLO violation ({delta * 100:+.1f} points)"
             f" at {cost * 100:+.0f}% replica-seconds"
         )
     return "; ".join(parts) + "."
@@ -186,17 +216,26 @@ def write_report(document: dict[str, Any], plots: dict[str, str], out: Path, not
         "in a row (an event never mitigated counts as the rest of the run).",
         "",
     ]
-    header = "| " + " | ".join(title for _, title in COLUMNS) + " |"
-    rule = "|" + "|".join("---" for _ in COLUMNS) + "|"
     for scenario, runs in _by_scenario(document).items():
+        columns = _columns(runs)
+        header = "| " + " | ".join(title for _, title in columns) + " |"
+        rule = "|" + "|".join("---" for _ in columns) + "|"
+        what = "TTFT p99" if columns is PIPELINE_COLUMNS else "p99"
         lines += [
             f"## {scenario}",
             "",
-            f"SLO: p99 {_cell(runs[0].get('slo_p99_ms'))} ms, seed {runs[0]['seed']}.",
+            f"SLO: {what} {_cell(runs[0].get('slo_p99_ms'))} ms, seed {runs[0]['seed']}.",
             "",
         ]
+        if columns is PIPELINE_COLUMNS:
+            lines += [
+                "A simulated PipeLive serving pipeline (docs/pipeline-controller.md): the latency is the",
+                "time to first token, a dropped request counts as infinitely slow; paused s: seconds the",
+                "pipeline served nothing because of a reconfiguration.",
+                "",
+            ]
         lines += [header, rule]
-        lines += ["| " + " | ".join(_cell(run.get(key)) for key, _ in COLUMNS) + " |" for run in runs]
+        lines += ["| " + " | ".join(_cell(run.get(key)) for key, _ in columns) + " |" for run in runs]
         verdict = _versus_baseline(runs)
         if verdict:
             lines += ["", verdict]

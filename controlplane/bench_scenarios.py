@@ -45,6 +45,10 @@ CONTROLLER_SETS: dict[str, dict[str, dict[str, Any]]] = {
         "routing": ACTIVE,
     },
 }
+# The serving-pipeline scenarios compare no reconfiguration with the `pipeline` controller carrying its
+# layouts out live (PipeLive) or by stopping and redeploying the pipeline.
+CONTROLLER_SETS["pipeline-live"] = {"pipeline": ACTIVE}
+CONTROLLER_SETS["pipeline-redeploy"] = {"pipeline": {**ACTIVE, "params": {"method": "stop_and_redeploy"}}}
 DEFAULT_SETS = ("static", "hpa", "builtin")
 DEMO_SCENARIOS = ("demo-short",)
 
@@ -96,6 +100,7 @@ def _run_one(spec: RunSpec) -> dict[str, Any]:
         slo_p99_ms=scenario.slo_p99_ms or _app_slo(scenario),
         events=[{"at": event.at, "kind": event.kind} for event in scenario.events],
     )
+    entry.update(run.extra)
     series = {
         "p99_ms": p99_series(seconds),
         "replicas": [second.replicas for second in seconds],
@@ -173,15 +178,22 @@ def run_bench(
     from services.sim.scenario import load_scenario
 
     console = console or Console(stderr=as_json)
-    for name in sets:
-        controller_set(name)  # unknown names fail before anything runs
-    names = {scenario: load_scenario(scenario).name for scenario in scenarios}
+    loaded = {scenario: load_scenario(scenario) for scenario in scenarios}
+    names = {scenario: loaded[scenario].name for scenario in scenarios}
+    # No sets asked for: each scenario's own (a pipeline scenario names its), else the default ones.
+    sets_of = {
+        scenario: list(sets) or list(loaded[scenario].controller_sets) or list(DEFAULT_SETS)
+        for scenario in scenarios
+    }
+    for wanted in sets_of.values():
+        for name in wanted:
+            controller_set(name)  # unknown names fail before anything runs
     out.mkdir(parents=True, exist_ok=True)
     (out / "decisions").mkdir(exist_ok=True)
     specs = [
         RunSpec(scenario, name, seed, str(out / "decisions" / f"{names[scenario]}__{_safe(name)}.db"))
         for scenario in scenarios
-        for name in sets
+        for name in sets_of[scenario]
     ]
     for spec in specs:  # a rerun starts from empty stores
         Path(spec.decision_store).unlink(missing_ok=True)
@@ -206,7 +218,7 @@ def run_bench(
     ordered = [outcomes[spec.scenario, spec.controllers] for spec in specs]
     document: dict[str, Any] = {"runs": [_finite(outcome["run"]) for outcome in ordered]}
     if live is not None:
-        document["live"] = _live_comparison(scenarios[0], sets, seed, live, out, console)
+        document["live"] = _live_comparison(scenarios[0], sets_of[scenarios[0]], seed, live, out, console)
     (out / "results.json").write_text(json.dumps(document, indent=2, allow_nan=False) + "\n")
     plots = write_plots(ordered, out)
     write_report(document, plots, out)
@@ -244,4 +256,5 @@ def resolve_scenarios(requested: Sequence[str]) -> list[str]:
 
 
 def sets_or_default(requested: Sequence[str]) -> list[str]:
+    """The sets asked for, else the default ones (`run_bench` takes an empty list as each scenario's own)."""
     return list(requested) if requested else list(DEFAULT_SETS)

@@ -203,13 +203,12 @@ def _bench_scenarios(args: argparse.Namespace) -> int:
         default_jobs,
         resolve_scenarios,
         run_bench,
-        sets_or_default,
     )
 
     try:
         run_bench(
             resolve_scenarios(args.scenario),
-            sets_or_default(args.controllers),
+            args.controllers,  # empty: each scenario's own sets, else static, hpa, builtin
             args.seed,
             Path(args.out),
             args.jobs or default_jobs(),
@@ -319,7 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="SET",
-        help="controller set: static, hpa, builtin, or installed controllers joined by + (repeatable)",
+        help="controller set: static, hpa, builtin, pipeline-live, pipeline-redeploy, or installed"
+        " controllers"
+        " joined by + (repeatable; default: the scenario's own sets, else static, hpa, builtin)",
     )
     bench.add_argument("--seed", type=int, default=1)
     bench.add_argument("--out", default="bench-results", help="output directory")

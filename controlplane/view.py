@@ -41,12 +41,73 @@ class NodeInventory:
 
 
 @dataclass(frozen=True, slots=True)
+class DeviceInventory:
+    """A device a serving pipeline may put a stage on: its relative speeds and the memory it may use.
+
+    Prefill is compute-bound and decode memory-bound, so a device has a speed for each (1.0: the reference
+    device); a layer takes `cost / speed` on it. `budget_bytes` is what the pipeline may use there, which
+    shrinks when other work moves onto the device.
+    """
+
+    name: str
+    budget_bytes: int
+    prefill_speed: float = 1.0
+    decode_speed: float = 1.0
+    ready: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class StageInventory:
+    """One stage as the serving engine reports it (PipeLive's `Status`): layers [first, end) on a device."""
+
+    index: int
+    first_layer: int
+    end_layer: int
+    device: str
+    budget_bytes: int = 0
+    weight_bytes: int = 0
+    kv_bytes: int = 0
+    kv_blocks_used: int = 0
+    kv_blocks_capacity: int = 0
+
+    @property
+    def layers(self) -> int:
+        return self.end_layer - self.first_layer
+
+
+@dataclass(frozen=True, slots=True)
 class PipelineInventory:
-    """A pipeline-parallel serving deployment: layers per stage and the device of each stage."""
+    """A pipeline-parallel serving deployment: layers per stage and the device of each stage.
+
+    The fields after `devices` are the detail a serving actuator reports when it has it (the PipeLive
+    actuators do; others leave them empty): the address it is reached at, each stage's memory and KV use,
+    every device the pipeline may use (its stages' and spare ones), the bytes one layer's weights and one
+    KV block of one layer take, the KV blocks in use, and the engine's metrics under vLLM's Prometheus names
+    (gauges as they are, counters and histogram `_sum`/`_count` as cumulative totals).
+    """
 
     name: str
     layers_per_stage: tuple[int, ...]
     devices: tuple[str, ...] = ()
+    address: str = ""
+    stages: tuple[StageInventory, ...] = ()
+    pool: Mapping[str, DeviceInventory] = field(default_factory=dict)
+    layer_weight_bytes: int = 0
+    kv_block_bytes_per_layer: int = 0
+    kv_blocks_used: int = 0
+    metrics: Mapping[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "layers_per_stage", tuple(self.layers_per_stage))
+        object.__setattr__(self, "devices", tuple(self.devices))
+        object.__setattr__(self, "stages", tuple(self.stages))
+        # Read-only, like the rest of the view.
+        object.__setattr__(self, "pool", MappingProxyType(dict(self.pool)))
+        object.__setattr__(self, "metrics", MappingProxyType(dict(self.metrics)))
+
+    @property
+    def num_layers(self) -> int:
+        return sum(self.layers_per_stage)
 
 
 @dataclass(frozen=True, slots=True)

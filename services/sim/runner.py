@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,8 @@ class SimRun:
     recorder: RunRecorder
     decision_store: str
     simulated_requests: int
+    # Figures only some scenarios have (a serving pipeline's TPOT, drops, reconfigurations).
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 async def run_scenario(
@@ -59,6 +61,13 @@ async def run_scenario(
     on_second: Callable[[int], None] | None = None,
 ) -> SimRun:
     """Run `scenario` with `controllers` (a `[controllers]` table; empty: static provisioning)."""
+    if scenario.pipeline is not None:
+        from services.sim.pipeline_runner import run_pipeline_scenario
+
+        result, recorder, started, extra = await run_pipeline_scenario(
+            scenario, controllers, seed, label, decision_store, registry, on_second
+        )
+        return SimRun(result, recorder, str(decision_store), started, extra)
     app = load_app(scenario.app)
     recorder = RunRecorder(scenario.duration_seconds)
     sim = Simulator(app, scenario.cluster, seed, recorder, trace_sampling=scenario.trace_sampling)

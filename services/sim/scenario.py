@@ -20,6 +20,7 @@ from typing import Any
 
 from controlplane.taxonomy import Dynamics
 from services.sim.app import DEMO_APP, parse_toml_file
+from services.sim.pipeline import PipelineSpec, check_events, parse_pipeline
 
 SCENARIO_DIR = Path(__file__).resolve().parent / "scenarios"
 REPO = Path(__file__).resolve().parents[2]
@@ -35,7 +36,14 @@ EVENT_PARAMETERS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "rollout": (frozenset({"service", "version"}), frozenset({"error_rate", "slowdown"})),
     "node_leave": (frozenset({"node"}), frozenset()),
     "node_join": (frozenset({"node"}), frozenset({"cpu", "memory_mb"})),
+    # Serving-pipeline scenarios only (a `[pipeline]` table): a device's memory budget for the pipeline
+    # changes (co-located work), a device joins the pool or leaves it.
+    "device_budget": (frozenset({"device", "budget_gib"}), frozenset()),
+    "device_join": (frozenset({"device", "budget_gib"}), frozenset({"prefill_speed", "decode_speed"})),
+    "device_leave": (frozenset({"device"}), frozenset()),
 }
+# What a serving-pipeline scenario may inject; the others are about the microservice application.
+PIPELINE_EVENTS = frozenset({"load", "mix", "device_budget", "device_join", "device_leave"})
 
 
 def shared_data_dir() -> Path:
@@ -96,6 +104,10 @@ class Scenario:
     # The share of traces the application's OpenTelemetry sampler keeps (consistent probability sampling,
     # `ot=th:` in the tracestate, which the model counts back up): 1 traces every request.
     trace_sampling: float = 1.0
+    # A simulated PipeLive serving pipeline instead of the microservice application (services/sim/pipeline).
+    pipeline: PipelineSpec | None = None
+    # Controller sets `controlplane bench` compares on this scenario when none are asked for; empty: its own.
+    controller_sets: tuple[str, ...] = ()
 
     def rate_curve(self) -> list[float]:
         """Requests per second for each simulated second, before `load` events."""
@@ -198,6 +210,26 @@ def parse_scenario(document: Mapping[str, Any], name: str, base: Path = SCENARIO
         raise ValueError(f"dynamics: {error}; known: {[item.value for item in Dynamics]}") from None
     app = document.get("app")
     slo = document.get("slo_p99_ms")
+    pipeline = parse_pipeline(document["pipeline"]) if "pipeline" in document else None
+    events = tuple(
+        sorted(
+            (_event(table, index) for index, table in enumerate(document.get("events", ()))),
+            key=lambda event: event.at,
+        )
+    )
+    for event in events:
+        if pipeline is not None and event.kind not in PIPELINE_EVENTS:
+            raise ValueError(
+                f"events: a {event.kind} event needs the microservice application; a pipeline scenario takes "
+                f"{sorted(PIPELINE_EVENTS)}"
+            )
+        if pipeline is None and event.kind.startswith("device_"):
+            raise ValueError(f"events: a {event.kind} event needs a [pipeline] table")
+    if pipeline is not None:
+        check_events(pipeline, [(event.kind, event.parameters) for event in events])
+    sets = document.get("controller_sets", [])
+    if not isinstance(sets, list) or not all(isinstance(item, str) and item for item in sets):
+        raise ValueError(f"controller_sets: expected a list of controller set names, got {sets!r}")
     return Scenario(
         name=str(document.get("name", name)),
         description=str(document.get("description", "")),
@@ -205,17 +237,14 @@ def parse_scenario(document: Mapping[str, Any], name: str, base: Path = SCENARIO
         duration_seconds=_positive(document, "duration_seconds", "scenario", 600.0),
         workload=workload,
         cluster=_cluster(document.get("cluster", {})),
-        events=tuple(
-            sorted(
-                (_event(table, index) for index, table in enumerate(document.get("events", ()))),
-                key=lambda event: event.at,
-            )
-        ),
+        events=events,
         app=(base / app).resolve() if isinstance(app, str) else DEMO_APP,
         slo_p99_ms=_positive(document, "slo_p99_ms", "scenario") if slo is not None else None,
         tick_seconds=_positive(document, "tick_seconds", "scenario", 1.0),
         warmup_seconds=float(document.get("warmup_seconds", 30.0)),
         trace_sampling=_probability(document, "trace_sampling"),
+        pipeline=pipeline,
+        controller_sets=tuple(sets),
     )
 
 

@@ -7,7 +7,17 @@ import pytest
 from controlplane import ControllerRegistry, Inventory, ServiceInventory, TelemetryView
 from telemetry import TelemetryModel
 
-BUILT_IN = ("hpa", "isolation", "kpa", "learned", "placement", "queueing", "remediation", "routing")
+BUILT_IN = (
+    "hpa",
+    "isolation",
+    "kpa",
+    "learned",
+    "pipeline",
+    "placement",
+    "queueing",
+    "remediation",
+    "routing",
+)
 
 
 @pytest.fixture(scope="module")
