@@ -87,9 +87,13 @@ class ThreadPipeline(Pipeline):
     """Stages as threads of this process, linked by queues."""
 
     def __init__(self, specs: list[StageSpec]) -> None:
-        self.num_stages = len(specs)
-        self.workers = [StageWorker(spec) for spec in specs]
-        self._queues: list[queue.Queue[Message]] = [queue.Queue() for _ in range(len(specs) + 1)]
+        self._link([StageWorker(spec) for spec in specs])
+        self._closed = False
+
+    def _link(self, workers: list[StageWorker]) -> None:
+        self.num_stages = len(workers)
+        self.workers = workers
+        self._queues: list[queue.Queue[Message]] = [queue.Queue() for _ in range(len(workers) + 1)]
         self._threads = []
         for index, worker in enumerate(self.workers):
             thread = threading.Thread(
@@ -100,7 +104,13 @@ class ThreadPipeline(Pipeline):
             )
             thread.start()
             self._threads.append(thread)
-        self._closed = False
+
+    def relink(self, workers: list[StageWorker]) -> None:
+        """Chain these workers instead (stages added or removed); only with nothing in flight."""
+        self.control("stop")
+        for thread in self._threads:
+            thread.join(timeout=10)
+        self._link(workers)
 
     def _send(self, message: Message) -> None:
         self._queues[0].put(message)
