@@ -79,6 +79,27 @@ def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[
     )
     bench.set_defaults(run=_bench)
 
+    reconfigure = sub.add_parser(
+        "reconfigure", help="move layers between stages of a running server (gRPC Reconfigure)"
+    )
+    reconfigure.add_argument(
+        "--target", required=True, help="the server's gRPC address, e.g. 127.0.0.1:50051"
+    )
+    reconfigure.add_argument(
+        "--layers", required=True, help="the new partition, one inclusive range per stage, e.g. 0-7,8-15"
+    )
+    reconfigure.add_argument(
+        "--method",
+        default="live",
+        help="live (default), live_no_resize, stop_and_copy or stop_and_redeploy",
+    )
+    reconfigure.add_argument(
+        "--budgets", help="memory budget per stage after the change, e.g. 1GiB,512MiB (default: unchanged)"
+    )
+    reconfigure.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the commit")
+    reconfigure.add_argument("--json", action="store_true", help="print the reply as JSON")
+    reconfigure.set_defaults(run=_reconfigure)
+
     checkpoint = sub.add_parser(
         "write-checkpoint", help="write a seeded model as a Llama-layout safetensors dir"
     )
@@ -141,6 +162,48 @@ def _bench(args: argparse.Namespace) -> int:
         print(bench.to_json(result))
     else:
         bench.print_human(result)
+    return 0
+
+
+def _reconfigure(args: argparse.Namespace) -> int:
+    import json
+    import sys
+
+    import grpc
+    from google.protobuf.json_format import MessageToDict
+
+    from protos.pipelive.v1 import pipelive_pb2 as pb
+    from protos.pipelive.v1 import pipelive_pb2_grpc as pb_grpc
+    from services.pipelive.reconfigure import InvalidPartition, parse_layer_ranges
+
+    try:
+        ranges = parse_layer_ranges(args.layers)
+    except InvalidPartition as error:
+        print(f"--layers: {error}", file=sys.stderr)
+        return 2
+    budgets = [parse_bytes(part) for part in args.budgets.split(",")] if args.budgets else []
+    request = pb.ReconfigureRequest(
+        stages=[pb.LayerRange(first_layer=r.start, end_layer=r.stop) for r in ranges],
+        method=args.method,
+        budget_bytes=budgets,
+    )
+    with grpc.insecure_channel(args.target) as channel:
+        try:
+            reply = pb_grpc.PipeLiveStub(channel).Reconfigure(request, timeout=args.timeout)
+        except grpc.RpcError as error:
+            print(f"reconfigure refused: {error.code().name}: {error.details()}", file=sys.stderr)
+            return 1
+    if args.json:
+        print(json.dumps(MessageToDict(reply, preserving_proto_field_name=True)))
+        return 0
+    layout = ",".join(f"{r.first_layer}-{r.end_layer - 1}" for r in reply.stages)
+    print(
+        f"{reply.method}: now serving {layout}; pause {reply.pause_ms:.2f} ms, "
+        f"total {reply.total_ms:.1f} ms, "
+        f"weights copied {reply.weight_bytes_copied} B, KV copied {reply.kv_bytes_copied} B "
+        f"({reply.pause_kv_bytes} B in the pause), patch rounds {reply.patch_rounds}, "
+        f"final dirty blocks {reply.final_dirty_blocks}, preempted {reply.preempted}, dropped {reply.dropped}"
+    )
     return 0
 
 

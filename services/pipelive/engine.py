@@ -115,7 +115,6 @@ class LLMEngine:
         # `host_weights` it is made on first use and reads each layer from disk (or the seed) when needed.
         self._weight_store = HostWeightStore(model, self.checkpoint) if host_weights else None
         self._reconfiguration: Reconfiguration | None = None
-        self.pinned_blocks: list[int] = []  # held out of the pool by a live_no_resize reconfiguration
         self.layer_ranges = self.config.layer_ranges(model.num_hidden_layers)
         specs = [
             StageSpec(

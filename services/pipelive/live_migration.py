@@ -11,8 +11,9 @@ micro-batch in flight — until it commits or rolls back. Its `future` then hold
   copy the last dirty blocks, switch layer ownership (and relink the chain when stages are added or
   removed), resume. At the next safe point grow the pool to what the new layout allows. Anything failing
   before the switch rolls back; the old partition keeps serving throughout.
-* **live_no_resize**: the same, but the pool cannot be resized in place: the memory the incoming layers
-  take is found by preempting requests and pinning their blocks, and the pool does not grow afterwards.
+* **live_no_resize**: the same, but the pool cannot be resized in place: when it must get smaller it is
+  allocated anew, which loses the KV of every running request (all are preempted and recomputed), and it
+  does not grow back after the switch.
 * **stop_and_copy**: at one safe point, pause, copy the weights and all KV of the moving layers, switch.
 * **stop_and_redeploy**: at one safe point, preempt every running request (their KV is dropped and they are
   recomputed), tear the pipeline down, build it again with the new partition, re-prefill.
@@ -115,7 +116,6 @@ class Reconfiguration:
         self._begin = time.perf_counter()
         self._preemptions_before = engine.scheduler.num_preemptions
         self._released_chunks = 0
-        self._pinned: list[int] = []
         self._changes: list[_StageChange] = []
         self._initial_slots = torch.zeros(0, dtype=torch.long)
         self._thread: threading.Thread | None = None
@@ -201,20 +201,18 @@ class Reconfiguration:
         engine, plan = self.engine, self.plan
         per_chunk = plan.blocks_per_chunk
         workers = self._workers()
-        if self.method == "live_no_resize":
-            # The pool keeps its size, so the memory the incoming layers take is found by evicting KV.
-            to_pin = max(0, engine.pool.num_total - plan.capacity_during)
-            while engine.pool.num_free < to_pin and engine.scheduler.preempt_newest() is not None:
+        keep = min(engine.pool.num_chunks, plan.capacity_during // per_chunk)
+        if self.method == "live_no_resize" and keep < engine.pool.num_chunks:
+            # Without live resizing the pool is one allocation: making it smaller means allocating it anew,
+            # which loses every block's KV, so every running request is preempted (and recomputed).
+            while engine.scheduler.preempt_newest() is not None:
                 pass
-            self._pinned = engine.pool.allocate(min(to_pin, engine.pool.num_free))
-        else:
-            keep = min(engine.pool.num_chunks, plan.capacity_during // per_chunk)
-            released = engine.pool.shrink(engine.pool.num_chunks - keep)
-            self._released_chunks = len(released)
-            if released:
-                engine._stages = engine.pipeline.control("release_chunks", chunk_ids=released)
-                if self.method == "live":
-                    engine.scheduler.reserve_for_running = True
+        released = engine.pool.shrink(engine.pool.num_chunks - keep)
+        self._released_chunks = len(released)
+        if released:
+            engine._stages = engine.pipeline.control("release_chunks", chunk_ids=released)
+            if self.method == "live":
+                engine.scheduler.reserve_for_running = True
         for stage in plan.stages:
             if stage.current is not None:
                 worker = workers[stage.index]
@@ -313,14 +311,16 @@ class Reconfiguration:
         """Copy these slots of every moving layer, each transfer on its own thread over the fabric."""
         return self._run_transfers({index: slots for index in range(len(self.plan.transfers))})
 
-    def _copy_dirty(self) -> int:
+    def _copy_dirty(self, threaded: bool = True) -> int:
         taken = {}
         for index, (source, _, layers) in enumerate(self._transfers()):
             assert source.worker.dirty is not None
             taken[index] = source.worker.dirty.take(layers)
-        return self._run_transfers(taken)
+        return self._run_transfers(taken, threaded)
 
-    def _run_transfers(self, slots_of: dict[int, torch.Tensor]) -> int:
+    def _run_transfers(self, slots_of: dict[int, torch.Tensor], threaded: bool = True) -> int:
+        """Copy each transfer's slots; in the pause (`threaded=False`) one after another, with no threads
+        to start and nothing else on the channels."""
         transfers = self.plan.transfers
         copied = [0] * len(transfers)
         errors: list[BaseException] = []
@@ -337,6 +337,10 @@ class Reconfiguration:
             except BaseException as error:  # noqa: BLE001 - raised below, on the calling thread
                 errors.append(error)
 
+        if not threaded:
+            for index in slots_of:
+                run(index)
+            slots_of = {}
         threads = [threading.Thread(target=run, args=(index,), daemon=True) for index in slots_of]
         for thread in threads:
             thread.start()
@@ -364,7 +368,7 @@ class Reconfiguration:
         """Pause (we are between iterations), copy the last dirty blocks, switch ownership, resume."""
         started = time.perf_counter()
         self.result.final_dirty_blocks = self._dirty_count()
-        self._add_kv(self._copy_dirty(), pause=True)
+        self._add_kv(self._copy_dirty(threaded=False), pause=True)
         hook_ms = 0.0
         if self.before_switch is not None:
             hook_started = time.perf_counter()
@@ -410,13 +414,7 @@ class Reconfiguration:
         """Next safe point after the switch: give the pool what the new layout allows, and finish."""
         engine, plan = self.engine, self.plan
         engine.scheduler.reserve_for_running = False
-        if self.method == "live_no_resize":
-            usable = engine.wanted_pool_blocks(min(plan.capacity_after, engine.capacity_blocks()))
-            keep_pinned = max(0, engine.pool.num_total - usable)
-            engine.pool.free(self._pinned[keep_pinned:])
-            self._pinned = self._pinned[:keep_pinned]
-            engine.pinned_blocks = list(self._pinned)
-        else:
+        if self.method != "live_no_resize":  # without live resizing the pool cannot grow back either
             wanted = engine.wanted_pool_blocks(min(plan.capacity_after, engine.capacity_blocks()))
             missing = wanted // plan.blocks_per_chunk - engine.pool.num_chunks
             if missing > 0:
@@ -443,9 +441,6 @@ class Reconfiguration:
             if held:
                 worker.cache.drop_layers(held)
         engine.scheduler.reserve_for_running = False
-        if self._pinned:
-            engine.pool.free(self._pinned)
-            self._pinned = []
         if self._released_chunks:
             engine._add_chunks(self._released_chunks)
             self._released_chunks = 0

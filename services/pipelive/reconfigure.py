@@ -314,7 +314,7 @@ def admission_refusal(plan: ReconfigurationPlan) -> str | None:
             f"{tight.usable_bytes_during} bytes"
         )
     if plan.method == "live_no_resize":
-        return None  # without KV resizing, room is made by preempting requests instead
+        return None  # without KV resizing, room is made by preempting requests instead (live_migration.py)
     if plan.blocks_in_use > plan.capacity_during or plan.capacity_during < chunk:
         return (
             f"{tight.describe()}: during the change it holds weights of {tight.weight_bytes_during} "
