@@ -174,7 +174,7 @@ def _reconfigure(args: argparse.Namespace) -> int:
 
     from protos.pipelive.v1 import pipelive_pb2 as pb
     from protos.pipelive.v1 import pipelive_pb2_grpc as pb_grpc
-    from services.pipelive.reconfigure import InvalidPartition, parse_layer_ranges
+    from services.pipelive.partition import InvalidPartition, parse_layer_ranges
 
     try:
         ranges = parse_layer_ranges(args.layers)
