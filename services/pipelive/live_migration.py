@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -42,7 +42,8 @@ from services.pipelive.kv_patch import (
     copy_blocks,
 )
 from services.pipelive.model import StageWeights
-from services.pipelive.pipeline import ThreadPipeline, start_pipeline
+from services.pipelive.pipeline import ProcessPipeline, ThreadPipeline, start_pipeline
+from services.pipelive.process_migration import MigrationClient
 from services.pipelive.reconfigure import ReconfigurationPlan, ReconfigureFailed, _contiguous_runs
 from services.pipelive.stage import StageSpec, StageWorker
 from services.pipelive.weight_store import HostWeightStore, copy_layer_to
@@ -200,7 +201,6 @@ class Reconfiguration:
         started = time.perf_counter()
         engine, plan = self.engine, self.plan
         per_chunk = plan.blocks_per_chunk
-        workers = self._workers()
         keep = min(engine.pool.num_chunks, plan.capacity_during // per_chunk)
         if self.method == "live_no_resize" and keep < engine.pool.num_chunks:
             # Without live resizing the pool is one allocation: making it smaller means allocating it anew,
@@ -213,6 +213,15 @@ class Reconfiguration:
             engine._stages = engine.pipeline.control("release_chunks", chunk_ids=released)
             if self.method == "live":
                 engine.scheduler.reserve_for_running = True
+        self._prepare_stages()
+        self._initial_slots = torch.tensor(
+            sorted(engine.pool.slot_index(block) for block in engine.pool.live_blocks()), dtype=torch.long
+        )
+        self._prepare_ms = (time.perf_counter() - started) * 1000
+
+    def _prepare_stages(self) -> None:
+        engine, plan = self.engine, self.plan
+        workers = self._workers()
         for stage in plan.stages:
             if stage.current is not None:
                 worker = workers[stage.index]
@@ -233,10 +242,6 @@ class Reconfiguration:
                 worker.cache.add_layers(run)
             if stage.outgoing:
                 worker.dirty = DirtyBitmap(stage.outgoing, engine.config.block_size)
-        self._initial_slots = torch.tensor(
-            sorted(engine.pool.slot_index(block) for block in engine.pool.live_blocks()), dtype=torch.long
-        )
-        self._prepare_ms = (time.perf_counter() - started) * 1000
 
     def _standby_worker(self, index: int, target: range) -> StageWorker:
         """A new stage: no layers yet, KV chunks matching the pool (units come with its incoming layers)."""
@@ -432,6 +437,14 @@ class Reconfiguration:
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=30)
         engine = self.engine
+        self._rollback_stages()
+        engine.scheduler.reserve_for_running = False
+        if self._released_chunks:
+            engine._add_chunks(self._released_chunks)
+            self._released_chunks = 0
+        engine._stages = engine.pipeline.control("status")
+
+    def _rollback_stages(self) -> None:
         for change in self._changes:
             worker = change.worker
             worker.dirty = None
@@ -440,11 +453,6 @@ class Reconfiguration:
             held = [layer for layer in change.incoming if layer in worker.cache.held_layers()]
             if held:
                 worker.cache.drop_layers(held)
-        engine.scheduler.reserve_for_running = False
-        if self._released_chunks:
-            engine._add_chunks(self._released_chunks)
-            self._released_chunks = 0
-        engine._stages = engine.pipeline.control("status")
 
     # stop and redeploy
     def _stop_and_redeploy(self) -> None:
@@ -470,7 +478,8 @@ class Reconfiguration:
         engine._stages = engine.pipeline.control("status")
         engine.layer_ranges = list(plan.target)
         engine.num_microbatches = engine.config.num_microbatches or len(plan.target)
-        engine._add_chunks(engine.wanted_pool_blocks(plan.capacity_after) // plan.blocks_per_chunk)
+        # Fresh stages hold exactly their layers' KV units, so the new pool may exceed the live plan's.
+        engine._add_chunks(engine.wanted_pool_blocks(engine.capacity_blocks()) // plan.blocks_per_chunk)
         self.result.pause_ms = (time.perf_counter() - started) * 1000
         self.result.weight_bytes_copied = sum(s.weight_bytes for s in engine._stages)
 
@@ -496,3 +505,91 @@ class Reconfiguration:
 
 def _ranges(ranges: tuple[range, ...]) -> str:
     return ",".join(f"{r.start}-{r.stop - 1}" for r in ranges)
+
+
+class ProcessReconfiguration(Reconfiguration):
+    """The same steps on the process pipeline: control commands at safe points, migration tasks between.
+
+    Stages keep their processes (and torch.distributed ranks), so the number of stages cannot change here.
+    """
+
+    def _client(self) -> MigrationClient:
+        pipeline = self.engine.pipeline
+        assert isinstance(pipeline, ProcessPipeline)
+        return pipeline.migration
+
+    def _stage_changes(self) -> dict[int, dict[str, Any]]:
+        return {
+            stage.index: {
+                "incoming": list(stage.incoming),
+                "outgoing": list(stage.outgoing),
+                "target": stage.target,
+                "becomes_last": stage.becomes_last,
+                "stops_being_last": stage.stops_being_last,
+                "budget_bytes": self.budgets[stage.index] if self.budgets else None,
+            }
+            for stage in self.plan.stages
+        }
+
+    def _prepare_stages(self) -> None:
+        self.engine.pipeline.control("reconf_prepare", changes=self._stage_changes())
+
+    def _copy_weights(self) -> None:
+        client = self._client()
+        for stage in self.plan.stages:
+            if stage.incoming or stage.becomes_last:
+                if self._cancel.is_set():
+                    raise RuntimeError("cancelled")
+                copied = client.call(
+                    stage.index + 1,
+                    "load_weights",
+                    layers=list(stage.incoming),
+                    head=stage.becomes_last,
+                    checkpoint=self.engine.checkpoint,
+                )
+                with self._lock:
+                    self.result.weight_bytes_copied += copied
+
+    def _copy_kv_round(self, slots: torch.Tensor) -> int:
+        client = self._client()
+        return sum(
+            client.transfer(t.source + 1, t.target + 1, list(t.layers), slots.tolist())
+            for t in self.plan.transfers
+        )
+
+    def _copy_dirty(self, threaded: bool = True) -> int:
+        client = self._client()
+        return sum(
+            client.transfer(t.source + 1, t.target + 1, list(t.layers), None) for t in self.plan.transfers
+        )
+
+    def _dirty_count(self) -> int:
+        client = self._client()
+        return sum(client.call(t.source + 1, "count", layers=list(t.layers)) for t in self.plan.transfers)
+
+    def _switch_stages(self) -> None:
+        engine, plan = self.engine, self.plan
+        engine._stages = engine.pipeline.control(
+            "reconf_switch", changes=self._stage_changes(), num_stages=len(plan.target)
+        )
+        engine.layer_ranges = list(plan.target)
+
+    def _rollback_stages(self) -> None:
+        self.engine.pipeline.control("reconf_abort", changes=self._stage_changes())
+
+    def compare_moved_kv(self) -> tuple[int, int]:
+        client = self._client()
+        slots = sorted(self.engine.pool.slot_index(b) for b in self.engine.pool.live_blocks())
+        compared = differing = 0
+        for t in self.plan.transfers:
+            source = client.call(t.source + 1, "read", layers=list(t.layers), slots=slots)
+            target = client.call(t.target + 1, "read", layers=list(t.layers), slots=slots)
+            for index in range(len(slots)):
+                for layer in range(len(t.layers)):
+                    compared += 1
+                    block = slice(
+                        index * self.engine.config.block_size, (index + 1) * self.engine.config.block_size
+                    )
+                    if not torch.equal(source[layer, :, :, block], target[layer, :, :, block]):
+                        differing += 1
+        return compared, differing

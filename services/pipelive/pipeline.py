@@ -27,6 +27,7 @@ import torch.multiprocessing as mp
 
 from controlplane.net import free_port
 from services.pipelive.plan import StepPlan
+from services.pipelive.process_migration import MigrationClient, StageMigrationServer
 from services.pipelive.stage import (
     ControlMessage,
     Message,
@@ -169,7 +170,10 @@ def _stage_process_main(spec: StageSpec, port: int, threads: int) -> None:
         world_size=world,
         timeout=timedelta(minutes=10),
     )
+    # The migration channel: a second group beside the inference chain, served on a thread of its own.
+    migration_group = dist.new_group(backend="gloo")
     worker = StageWorker(spec)
+    StageMigrationServer(worker, migration_group).start()
     previous, following = rank - 1, (rank + 1) % world
     pending: list[Any] = []
 
@@ -209,6 +213,7 @@ class ProcessPipeline(Pipeline):
             world_size=len(specs) + 1,
             timeout=timedelta(minutes=10),
         )
+        self.migration = MigrationClient(dist.new_group(backend="gloo"))
         self._pending: list[Any] = []
         self._closed = False
 
@@ -226,6 +231,7 @@ class ProcessPipeline(Pipeline):
             return
         self._closed = True
         try:
+            self.migration.stop([index + 1 for index in range(self.num_stages)])
             self.control("stop")
         finally:
             dist.destroy_process_group()

@@ -232,6 +232,18 @@ class StageWorker:
             for chunk_id in chunk_ids:
                 self.cache.add_chunk(chunk_id)
             return self.status()
+        if command in ("reconf_prepare", "reconf_switch", "reconf_abort"):
+            # Process pipeline reconfiguration: each stage carries out its own part at the safe point.
+            from services.pipelive import process_migration
+
+            change = args["changes"][self.spec.index]
+            if command == "reconf_prepare":
+                process_migration.apply_prepare(self, change)
+            elif command == "reconf_switch":
+                process_migration.apply_switch(self, change, args["num_stages"])
+            else:
+                process_migration.apply_abort(self, change)
+            return self.status()
         if command == "release_chunks":
             for chunk_id in args["chunk_ids"]:
                 self.cache.release_chunk(chunk_id)
