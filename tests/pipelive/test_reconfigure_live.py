@@ -18,7 +18,7 @@ from services.pipelive.kv_cache import StageKVCache
 from services.pipelive.kv_patch import DirtyBitmap, MigrationFabric, copy_blocks
 from services.pipelive.live_migration import Reconfiguration
 from services.pipelive.params import SamplingParams
-from services.pipelive.reconfigure import ReconfigureFailed
+from services.pipelive.reconfigure import ReconfigureFailed, ReconfigureRefused
 from tests.pipelive.reconf_support import (
     MODEL8,
     PROMPTS,
@@ -249,3 +249,24 @@ def test_two_stages_migrating_to_each_other_do_not_deadlock() -> None:
     assert fabric.stats.rejections > 0  # they did meet, and one side was told to back off
     for layer, (source, target) in {2: (0, 1), 3: (0, 1), 4: (1, 0), 5: (1, 0)}.items():
         assert torch.equal(caches[source].read_rows(layer, rows), caches[target].read_rows(layer, rows))
+
+
+def test_live_on_the_process_pipeline_over_the_migration_channel(expected: list[list[int]]) -> None:
+    compared: list[tuple[int, int]] = []
+    with LLMEngine(MODEL8, config(threads_per_stage=1), mode="process") as engine:
+        with pytest.raises(ReconfigureRefused, match="cannot add or remove stages of the process pipeline"):
+            engine.begin_reconfigure([range(0, 2), range(2, 5), range(5, 8)])
+        outputs, reconfiguration = run_with_reconfiguration(
+            engine,
+            lambda e: e.begin_reconfigure(
+                [range(0, 3), range(3, 8)], before_switch=lambda r: compared.append(r.compare_moved_kv())
+            ),
+        )
+        result = reconfiguration.future.result()
+        assert outputs == expected
+        assert len(compared) == 1 and compared[0][0] > 0 and compared[0][1] == 0
+        assert result.preempted == 0 and result.kv_bytes_copied > 0 and result.weight_bytes_copied > 0
+        stages = engine.status().stages
+        assert [(s.first_layer, s.end_layer) for s in stages] == [(0, 3), (3, 8)]
+        assert [s.kv_units for s in stages] == [((0, 4),), ((4, 8), (3, 4))]  # unit 0-3 keeps layers 0-2
+        assert engine.generate([PROMPTS[1]], SamplingParams(max_tokens=24)) == [expected[1]]
