@@ -19,7 +19,8 @@ Every method starts on the prefill-optimal layout and changes to the decode-opti
 moment — 3 s into the decode-heavy phase, when a controller would have seen the load shift and KV of
 running requests is in flight — in the same trace: live, live without KV resizing, stop-and-copy (no
 patching) and stop-and-redeploy. Figures: the switch pause, the whole reconfiguration's time, bytes and
-rounds copied, TTFT and TPOT (p50/p99) over requests arriving in the window around the change and over the
+rounds copied, TTFT and TPOT (p50/p99/mean) over requests arriving in the window around the change (from
+`window` seconds before it to the end of the trace, so the new layout's effect counts) and over the
 whole run, preemptions, drops, and whether every request's tokens equal those of the run without a
 reconfiguration (float64, so a different batch schedule cannot flip a greedy token).
 """
@@ -235,11 +236,11 @@ def _latency(timings: list[_Timing]) -> dict[str, float]:
 
 
 def summarize(
-    run: dict[str, Any], reference_tokens: list[list[int]], change_at: float, window: float
+    run: dict[str, Any], reference_tokens: list[list[int]], window: tuple[float, float]
 ) -> dict[str, Any]:
     timings: list[_Timing] = run["timings"]
     start = run["start"]
-    around = [t for t in timings if change_at - window <= t.arrival - start <= change_at + window]
+    around = [t for t in timings if window[0] <= t.arrival - start <= window[1]]
     in_window = _latency(around)
     figures: dict[str, Any] = {
         "pause_ms_p50": 0.0,
@@ -311,7 +312,7 @@ def run(
     token_scale: float = 0.25,
     phase_seconds: float = 12.0,
     change_delay: float = 3.0,
-    window: float = 4.0,
+    window_before: float = 3.0,
     prefill_rate: float = 4.0,
     decode_rate: float = 2.0,
     small_blocks: int = 48,
@@ -336,6 +337,7 @@ def run(
     phases = paper_phases(token_scale, phase_seconds, prefill_rate, decode_rate)
     trace = build_trace(phases, model.vocab_size, trace_path, seed)
     change_at = phases[0].seconds + change_delay
+    window = (change_at - window_before, sum(phase.seconds for phase in phases))
 
     def engine_for(layout: list[range]) -> LLMEngine:
         config = EngineConfig(
@@ -366,25 +368,21 @@ def run(
         static[name] = {
             "layout": format_layer_ranges(LAYOUTS[name]),
             "kv_blocks": runs[name]["kv_blocks"],
-            **{
-                k: v
-                for k, v in summarize(runs[name], reference, change_at, window).items()
-                if "pause" not in k
-            },
+            **{k: v for k, v in summarize(runs[name], reference, window).items() if "pause" not in k},
         }
     methods: dict[str, dict[str, Any]] = {}
     for method in METHODS:
         say(f"{method}: prefill_optimal -> decode_optimal at t={change_at:.0f}s ...")
         with engine_for(LAYOUTS["prefill_optimal"]) as engine:
             result = replay(engine, trace, change_at, LAYOUTS["decode_optimal"], method)
-        methods[method] = summarize(result, reference, change_at, window)
+        methods[method] = summarize(result, reference, window)
     workload = {
         "phases": [phase.__dict__ for phase in phases],
         "requests": len(trace),
         "token_scale": token_scale,
         "arrivals": "azure conv trace gaps" if trace_path and trace_path.is_file() else "poisson",
         "change_at_seconds": change_at,
-        "window_seconds": [change_at - window, change_at + window],
+        "window_seconds": list(window),
     }
     return {
         "model": model.name,
