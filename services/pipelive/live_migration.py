@@ -18,8 +18,9 @@ micro-batch in flight — until it commits or rolls back. Its `future` then hold
 * **stop_and_redeploy**: at one safe point, preempt every running request (their KV is dropped and they are
   recomputed), tear the pipeline down, build it again with the new partition, re-prefill.
 
-Live methods need the in-process (thread) pipeline, whose stages the driver can reach directly; the
-process pipeline supports stop_and_redeploy only, for now.
+On the in-process (thread) pipeline the driver reaches the stages directly (`Reconfiguration`); on the
+process pipeline the same steps are control commands and migration-channel tasks
+(`ProcessReconfiguration`, `process_migration.py`), and the number of stages cannot change live there.
 """
 
 from __future__ import annotations
@@ -117,6 +118,8 @@ class Reconfiguration:
         self._begin = time.perf_counter()
         self._preemptions_before = engine.scheduler.num_preemptions
         self._released_chunks = 0
+        self._prepare_ms = 0.0
+        self._dirty_blocks_copied = 0
         self._changes: list[_StageChange] = []
         self._initial_slots = torch.zeros(0, dtype=torch.long)
         self._thread: threading.Thread | None = None
@@ -317,10 +320,12 @@ class Reconfiguration:
         return self._run_transfers({index: slots for index in range(len(self.plan.transfers))})
 
     def _copy_dirty(self, threaded: bool = True) -> int:
+        """Take and copy every transfer's dirty blocks; `_dirty_blocks_copied` says how many there were."""
         taken = {}
         for index, (source, _, layers) in enumerate(self._transfers()):
             assert source.worker.dirty is not None
             taken[index] = source.worker.dirty.take(layers)
+        self._dirty_blocks_copied = sum(int(slots.numel()) for slots in taken.values())
         return self._run_transfers(taken, threaded)
 
     def _run_transfers(self, slots_of: dict[int, torch.Tensor], threaded: bool = True) -> int:
@@ -372,8 +377,8 @@ class Reconfiguration:
     def _switch(self) -> None:
         """Pause (we are between iterations), copy the last dirty blocks, switch ownership, resume."""
         started = time.perf_counter()
-        self.result.final_dirty_blocks = self._dirty_count()
         self._add_kv(self._copy_dirty(threaded=False), pause=True)
+        self.result.final_dirty_blocks = self._dirty_blocks_copied
         hook_ms = 0.0
         if self.before_switch is not None:
             hook_started = time.perf_counter()
@@ -553,15 +558,17 @@ class ProcessReconfiguration(Reconfiguration):
     def _copy_kv_round(self, slots: torch.Tensor) -> int:
         client = self._client()
         return sum(
-            client.transfer(t.source + 1, t.target + 1, list(t.layers), slots.tolist())
+            client.transfer(t.source + 1, t.target + 1, list(t.layers), slots.tolist())[0]
             for t in self.plan.transfers
         )
 
     def _copy_dirty(self, threaded: bool = True) -> int:
         client = self._client()
-        return sum(
+        copied = [
             client.transfer(t.source + 1, t.target + 1, list(t.layers), None) for t in self.plan.transfers
-        )
+        ]
+        self._dirty_blocks_copied = sum(blocks for _, blocks in copied)
+        return sum(size for size, _ in copied)
 
     def _dirty_count(self) -> int:
         client = self._client()

@@ -31,19 +31,59 @@ from services.pipelive.weight_store import HostWeightStore, copy_layer_to
 log = logging.getLogger(__name__)
 
 
+# Every message is one fixed-size frame when it fits (one gloo round instead of a size and then the data):
+# in the pause each message costs about a millisecond on a busy machine.
+FRAME_BYTES = 4096
+FRAME_LONGS = 512
+
+
 def send_object(value: Any, peer: int, group: Any) -> None:
     """A pickled object to `peer` on the migration group (its own helper: the inference chain's is apart)."""
-    data = torch.frombuffer(bytearray(pickle.dumps(value, protocol=5)), dtype=torch.uint8)
-    dist.send(torch.tensor([data.numel()], dtype=torch.long), peer, group=group)
-    dist.send(data, peer, group=group)
+    payload = pickle.dumps(value, protocol=5)
+    frame = bytearray(FRAME_BYTES)
+    frame[:8] = len(payload).to_bytes(8, "little")
+    head = payload[: FRAME_BYTES - 8]
+    frame[8 : 8 + len(head)] = head
+    dist.send(torch.frombuffer(frame, dtype=torch.uint8), peer, group=group)
+    if len(payload) > len(head):
+        rest = bytearray(payload[len(head) :])
+        dist.send(torch.frombuffer(rest, dtype=torch.uint8), peer, group=group)
 
 
 def receive_object(peer: int, group: Any) -> Any:
-    size = torch.zeros(1, dtype=torch.long)
-    dist.recv(size, peer, group=group)
-    data = torch.empty(int(size.item()), dtype=torch.uint8)
-    dist.recv(data, peer, group=group)
-    return pickle.loads(data.numpy().tobytes())
+    frame = torch.empty(FRAME_BYTES, dtype=torch.uint8)
+    dist.recv(frame, peer, group=group)
+    raw = frame.numpy().tobytes()
+    size = int.from_bytes(raw[:8], "little")
+    payload = raw[8 : 8 + min(size, FRAME_BYTES - 8)]
+    if size > FRAME_BYTES - 8:
+        rest = torch.empty(size - (FRAME_BYTES - 8), dtype=torch.uint8)
+        dist.recv(rest, peer, group=group)
+        payload += rest.numpy().tobytes()
+    return pickle.loads(payload)
+
+
+def send_longs(values: torch.Tensor, peer: int, group: Any) -> None:
+    """A 1-d long tensor of any length: its length and up to FRAME_LONGS - 1 values in one frame."""
+    frame = torch.zeros(FRAME_LONGS, dtype=torch.long)
+    head = values[: FRAME_LONGS - 1]
+    frame[0] = values.numel()
+    frame[1 : 1 + head.numel()] = head
+    dist.send(frame, peer, group=group)
+    if values.numel() > head.numel():
+        dist.send(values[head.numel() :].contiguous(), peer, group=group)
+
+
+def receive_longs(peer: int, group: Any) -> torch.Tensor:
+    frame = torch.empty(FRAME_LONGS, dtype=torch.long)
+    dist.recv(frame, peer, group=group)
+    count = int(frame[0])
+    values = frame[1 : 1 + min(count, FRAME_LONGS - 1)].clone()
+    if count > FRAME_LONGS - 1:
+        rest = torch.empty(count - (FRAME_LONGS - 1), dtype=torch.long)
+        dist.recv(rest, peer, group=group)
+        values = torch.cat([values, rest])
+    return values
 
 
 # stage side: the parts of a reconfiguration carried out by control commands at safe points
@@ -134,26 +174,23 @@ class StageMigrationServer:
     def _task_count(self, layers: list[int]) -> int:
         return self.worker.dirty.count(layers)
 
-    def _task_send(self, layers: list[int], peer: int, slots: list[int] | None) -> int:
+    def _task_send(self, layers: list[int], peer: int, slots: list[int] | None) -> tuple[int, int]:
+        """Send these slots (None: the dirty ones, taken) of `layers` to `peer`: (bytes, blocks)."""
         cache = self.worker.cache
         chosen = self.worker.dirty.take(layers) if slots is None else torch.tensor(slots, dtype=torch.long)
-        dist.send(torch.tensor([chosen.numel()], dtype=torch.long), peer, group=self.group)
+        send_longs(chosen, peer, self.group)
         if chosen.numel() == 0:
-            return 0
-        dist.send(chosen, peer, group=self.group)
+            return 0, 0
         rows = cache.block_rows(chosen)
         data = torch.stack([cache.read_rows(layer, rows) for layer in layers])
         dist.send(data.contiguous(), peer, group=self.group)
-        return data.numel() * data.element_size()
+        return data.numel() * data.element_size(), int(chosen.numel())
 
     def _task_receive(self, layers: list[int], peer: int) -> int:
         cache = self.worker.cache
-        count = torch.zeros(1, dtype=torch.long)
-        dist.recv(count, peer, group=self.group)
-        if int(count) == 0:
+        slots = receive_longs(peer, self.group)
+        if slots.numel() == 0:
             return 0
-        slots = torch.empty(int(count), dtype=torch.long)
-        dist.recv(slots, peer, group=self.group)
         rows = cache.block_rows(slots)
         config = self.worker.config
         shape = (len(layers), 2, config.num_key_value_heads, rows.count, config.head_dim)
@@ -187,16 +224,19 @@ class MigrationClient:
             raise RuntimeError(f"stage {rank - 1}: migration task {task} failed: {value}")
         return value
 
-    def transfer(self, source_rank: int, target_rank: int, layers: list[int], slots: list[int] | None) -> int:
-        """Move KV of `layers` at `slots` (None: the source's dirty set, taken) from source to target."""
+    def transfer(
+        self, source_rank: int, target_rank: int, layers: list[int], slots: list[int] | None
+    ) -> tuple[int, int]:
+        """Move KV of `layers` at `slots` (None: the source's dirty set, taken) from source to target;
+        returns (bytes, blocks) once the target has written them."""
         with self._lock:
             send_object(
                 ("send", {"layers": layers, "peer": target_rank, "slots": slots}), source_rank, self.group
             )
             send_object(("receive", {"layers": layers, "peer": source_rank}), target_rank, self.group)
-            sent = self._reply(source_rank, "send")
+            sent, blocks = self._reply(source_rank, "send")
             self._reply(target_rank, "receive")
-            return int(sent)
+            return int(sent), int(blocks)
 
     def stop(self, ranks: list[int]) -> None:
         with self._lock:
