@@ -319,6 +319,7 @@ def run(
     large_blocks: int = 192,
     trace_path: Path | None = None,
     seed: int = 0,
+    mode: str = "thread",
     progress: bool = True,
 ) -> dict[str, Any]:
     model = BENCH_MODEL
@@ -348,9 +349,10 @@ def run(
             blocks_per_chunk=base.blocks_per_chunk,
             layers_per_unit=base.layers_per_unit,
             max_num_batched_tokens=base.max_num_batched_tokens,
+            threads_per_stage=1,
             device="cpu",
         )
-        return LLMEngine(model, config, mode="thread", host_weights=True)
+        return LLMEngine(model, config, mode=mode, host_weights=True)
 
     def say(text: str) -> None:
         if progress:
@@ -388,7 +390,7 @@ def run(
         "model": model.name,
         "parameters": model.parameter_count(),
         "dtype": model.dtype,
-        "mode": "thread",
+        "mode": mode,
         "stage_budgets_bytes": list(budgets),
         "workload": workload,
         "static": static,

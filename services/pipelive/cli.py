@@ -63,7 +63,11 @@ def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[
     bench.add_argument("--json", action="store_true", help="print one JSON object")
     bench.add_argument("--model", default="bench", help="preset or JSON config (default: bench)")
     bench.add_argument("--stages", type=_int_list, default=[1, 2, 4], help="stage counts, e.g. 1,2,4")
-    bench.add_argument("--mode", choices=["thread", "process"], default="process")
+    bench.add_argument(
+        "--mode",
+        choices=["thread", "process"],
+        help="stage workers (default: process; thread with --reconfigure)",
+    )
     bench.add_argument("--trace", choices=["conv", "code"], default="conv")
     bench.add_argument("--requests", type=int, default=48)
     bench.add_argument("--rate", type=float, default=1.0, help="mean arrivals per second after time scaling")
@@ -162,6 +166,7 @@ def _bench(args: argparse.Namespace) -> int:
             token_scale=args.token_scale or 0.25,
             phase_seconds=args.phase_seconds,
             trace_path=trace,
+            mode=args.mode or "thread",
             progress=not args.json,
         )
         if args.json:
@@ -180,7 +185,7 @@ def _bench(args: argparse.Namespace) -> int:
         max_prompt=args.max_prompt,
         max_output=args.max_output,
         stage_memory=args.stage_memory,
-        mode=args.mode,
+        mode=args.mode or "process",
         dense_batch=args.dense_batch,
         vllm_python=args.vllm_python,
         progress=not args.json,
