@@ -41,6 +41,10 @@ from controlplane import (
 
 # Scales the MAD to a standard deviation for normally distributed data.
 _MAD_TO_SIGMA = 1.4826
+# A service whose callers made at least this many calls to it in the window, of which it reports serving
+# less than this fraction, has gone silent: it is judged by its callers' calls to it.
+SILENT_SERVICE_MIN_CALLS = 20
+SILENT_SERVED_FRACTION = 0.5
 
 
 @dataclass(frozen=True)
@@ -153,16 +157,51 @@ class DetectLocalizeAct(Controller):
         if not anomalous:
             return []
         ranking = self.rank(view, anomalous)
+        cause_score = scores.get(ranking[0][0])
+        if cause_score is not None and not self._remediable(cause_score):
+            return []
         return [self._act(view, ranking, anomalous, scores)]
+
+    def _remediable(self, score: _Score) -> bool:
+        """Whether what is wrong with the top-ranked cause is something a restart, drain or rollback fixes.
+
+        A change of request rate alone (latency and errors as usual) is a change of load: restarting a
+        service does not bring its traffic back. More requests than usual without more errors is a surge,
+        the autoscalers' business: restarting or draining the busiest service would only take capacity away.
+        """
+        threshold = self.params.z_threshold
+        if score.z_errors >= threshold:
+            return True
+        return score.z_latency >= threshold and score.z_rate < threshold
 
     # Detection
 
     @staticmethod
     def _current_features(view: TelemetryView) -> dict[str, tuple[float, float, float]]:
+        """(log1p p99, error rate, log1p rate) per service from its own spans.
+
+        A service that has gone silent (crashed, unreachable: its callers' calls to it far outnumber the
+        requests it reports serving) is judged as its callers see it instead, through their calls to it;
+        otherwise the one service that is down would be the one service missing from the analysis.
+        """
+        inbound: dict[str, list] = {}
+        for edge in view.edges():
+            if edge.stats.requests > 0:
+                inbound.setdefault(edge.target, []).append(edge.stats)
         features = {}
         for service in view.services:
             stats = view.stats(service)
-            if stats is None or stats.requests <= 0:
+            served = stats.requests if stats is not None else 0
+            calls = inbound.get(service, ())
+            called = sum(edge.requests for edge in calls)
+            if called >= SILENT_SERVICE_MIN_CALLS and served < SILENT_SERVED_FRACTION * called:
+                features[service] = (
+                    float(np.log1p(max(max(edge.p99_ms for edge in calls), 0.0))),
+                    sum(edge.errors for edge in calls) / called,
+                    float(np.log1p(sum(edge.request_rate for edge in calls))),
+                )
+                continue
+            if stats is None or served <= 0:
                 continue
             features[service] = (
                 float(np.log1p(max(stats.p99_ms, 0.0))),

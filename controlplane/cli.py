@@ -225,7 +225,9 @@ def _bench_scenarios(args: argparse.Namespace) -> int:
 def _bench_sim_speed(args: argparse.Namespace) -> int:
     from controlplane.bench_sim_speed import run_sim_speed
 
-    return run_sim_speed(args.duration, args.rate, args.seed, as_json=args.json)
+    return run_sim_speed(
+        args.duration, args.rate, args.seed, as_json=args.json, trace_sampling=args.trace_sampling
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -336,6 +338,11 @@ def build_parser() -> argparse.ArgumentParser:
     speed.add_argument("--duration", type=float, default=600.0, help="simulated seconds")
     speed.add_argument("--rate", type=float, default=1000.0, help="requests per second")
     speed.add_argument("--seed", type=int, default=1)
+    speed.add_argument(
+        "--trace-sampling",
+        type=float,
+        help="share of traces exported (default: two runs, 0.1 as in production at this rate, and 1)",
+    )
     speed.add_argument("--json", action="store_true", help="print one JSON object")
     speed.set_defaults(run=_bench_sim_speed)
     ingest = benches.add_parser("ingest", help="OTLP/gRPC ingest throughput, Export latency and memory")

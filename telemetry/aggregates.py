@@ -62,15 +62,20 @@ class TelemetryAggregates:
         errors: dict[tuple[str, str], int],
         bucket_index: int,
         now: float,
+        weighted: dict[tuple[str, str], list[tuple[float, int]]] | None = None,
     ) -> None:
         """Add one batch of served requests, keyed by (service, operation), to bucket `bucket_index`.
 
         Only operations are recorded: a service's window is the merge of its operations' windows, made
-        when a snapshot is taken, which keeps one sketch update per span on the hot path.
+        when a snapshot is taken, which keeps one sketch update per span on the hot path. `weighted` holds
+        (latency, weight) of sampled spans that stand for several requests; `errors` counts by weight.
         """
-        for (service, operation), values in latencies.items():
+        weighted = weighted or {}
+        # Insertion order, not a set: iteration order must not depend on string hashing (reproducible runs).
+        for key in [*latencies, *(key for key in weighted if key not in latencies)]:
+            service, operation = key
             stats = self._stats(self.operations, self._operation_key(service, operation), now)
-            stats.record_batch(bucket_index, values, errors.get((service, operation), 0))
+            stats.record_batch(bucket_index, latencies.get(key, ()), errors.get(key, 0), weighted.get(key))
 
     def _operation_key(self, service: str, operation: str) -> tuple[str, str]:
         key = (service, operation)
@@ -100,23 +105,29 @@ class TelemetryAggregates:
     def record_calls(self, calls: Iterable[Call], bucket_index: int, now: float) -> None:
         """Add caller -> callee observations (from the linker) to the edge windows."""
         latencies: dict[tuple[str, str], list[float]] = {}
+        weighted: dict[tuple[str, str], list[tuple[float, int]]] = {}
         errors: dict[tuple[str, str], int] = {}
-        for caller, callee, latency_ms, error, external, system in calls:
+        for caller, callee, latency_ms, error, external, system, weight in calls:
             key = (caller, callee)
-            values = latencies.get(key)
-            if values is None:
-                values = latencies[key] = []
-            values.append(latency_ms)
+            if weight == 1:
+                values = latencies.get(key)
+                if values is None:
+                    values = latencies[key] = []
+                values.append(latency_ms)
+            else:
+                weighted.setdefault(key, []).append((latency_ms, weight))
             if error:
-                errors[key] = errors.get(key, 0) + 1
+                errors[key] = errors.get(key, 0) + weight
             if external:
                 if callee not in self.externals:
                     self.layout_version += 1
                 if system or callee not in self.externals:
                     self.externals[callee] = system
                 self.external_last_seen[callee] = now
-        for key, values in latencies.items():
-            self._stats(self.edges, key, now).record_batch(bucket_index, values, errors.get(key, 0))
+        for key in [*latencies, *(key for key in weighted if key not in latencies)]:
+            self._stats(self.edges, key, now).record_batch(
+                bucket_index, latencies.get(key, ()), errors.get(key, 0), weighted.get(key)
+            )
 
     def forget_before(self, cutoff: float) -> None:
         """Drop services, operations, edges and external nodes last seen before `cutoff`."""

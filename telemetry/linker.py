@@ -19,19 +19,20 @@ from dataclasses import dataclass
 
 from telemetry.semconv import KIND_CLIENT, KIND_PRODUCER
 
-# A span as the linker remembers it: (service, kind, latency_ms, error).
-SpanInfo = tuple[str, int, float, bool]
+# A span as the linker remembers it: (service, kind, latency_ms, error, weight); weight is how many
+# spans a sampled span stands for (telemetry/sampling.py), 1 when unsampled.
+SpanInfo = tuple[str, int, float, bool, int]
 # One span handed to the linker: (key, parent_key, info, peer, link_keys); see `add_all`.
 SpanRecord = tuple[bytes, bytes | None, SpanInfo, tuple[str, str] | None, list[bytes] | None]
-# An observed call: (caller, callee, latency_ms, error, callee_is_external, external_system).
-Call = tuple[str, str, float, bool, bool, str]
+# An observed call: (caller, callee, latency_ms, error, callee_is_external, external_system, weight).
+Call = tuple[str, str, float, bool, bool, str, int]
 
 
 @dataclass(slots=True)
 class _Generation:
     spans: dict[bytes, SpanInfo]
     orphans: dict[bytes, list[SpanInfo]]
-    unanswered: dict[bytes, tuple[str, str, str, float, bool]]
+    unanswered: dict[bytes, tuple[str, str, str, float, bool, int]]
 
     @classmethod
     def empty(cls) -> _Generation:
@@ -92,7 +93,7 @@ class DependencyLinker:
                             calls.append(_call(info, child))
                             answered = True
             if peer is not None and not answered and info[1] in (KIND_CLIENT, KIND_PRODUCER):
-                current.unanswered[key] = (service, peer[0], peer[1], info[2], info[3])
+                current.unanswered[key] = (service, peer[0], peer[1], info[2], info[3], info[4])
             if parent_key is not None:
                 attach(parent_key, info)
             if link_keys:
@@ -129,8 +130,8 @@ class DependencyLinker:
     def _rotate(self) -> None:
         expired = self._previous
         calls = self.calls
-        for service, peer, system, latency_ms, error in expired.unanswered.values():
-            calls.append((service, peer, latency_ms, error, True, system))
+        for service, peer, system, latency_ms, error, weight in expired.unanswered.values():
+            calls.append((service, peer, latency_ms, error, True, system, weight))
         self.orphans_expired += sum(len(children) for children in expired.orphans.values())
         self._previous = self._current
         self._current = _Generation.empty()
@@ -149,5 +150,5 @@ def _call(parent: SpanInfo, child: SpanInfo) -> Call:
     # A client span measures the call as the caller saw it (network included); without one, the
     # callee's own span is the best measure there is.
     if parent[1] in (KIND_CLIENT, KIND_PRODUCER):
-        return (parent[0], child[0], parent[2], parent[3] or child[3], False, "")
-    return (parent[0], child[0], child[2], child[3], False, "")
+        return (parent[0], child[0], parent[2], parent[3] or child[3], False, "", parent[4])
+    return (parent[0], child[0], child[2], child[3], False, "", child[4])

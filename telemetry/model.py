@@ -20,6 +20,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from telemetry.aggregates import DEFAULT_MAX_OPERATIONS_PER_SERVICE, TelemetryAggregates
 from telemetry.critical_path import TraceSampler
 from telemetry.linker import DependencyLinker, SpanRecord
+from telemetry.sampling import adjusted_count, span_weight
 from telemetry.semconv import (
     INTERESTING_KEYS,
     KIND_CLIENT,
@@ -138,6 +139,8 @@ class TelemetryModel:
         # Observations are gathered per batch and aggregated once per key at the end.
         served: dict[tuple[str, str], list[float]] = {}
         served_errors: dict[tuple[str, str], int] = {}
+        # Sampled spans that stand for several requests: (latency, weight), see telemetry/sampling.py.
+        served_weighted: dict[tuple[str, str], list[tuple[float, int]]] = {}
         linked: list[SpanRecord] = []
         link = linked.append
         interesting = INTERESTING_KEYS
@@ -201,13 +204,18 @@ class TelemetryModel:
                     if trace_id[15] < sample_below:
                         operation = served_key[1] if served_key else span.name
                         sample(trace_id, (service, operation, span_id, parent_id, start, end), now)
+                    trace_state = span.trace_state
+                    weight = span_weight(adjusted_count(trace_state), span_id) if trace_state else 1
                     if served_key is not None:
-                        latencies = served.get(served_key)
-                        if latencies is None:
-                            latencies = served[served_key] = []
-                        latencies.append(latency_ms)
+                        if weight == 1:
+                            latencies = served.get(served_key)
+                            if latencies is None:
+                                latencies = served[served_key] = []
+                            latencies.append(latency_ms)
+                        else:
+                            served_weighted.setdefault(served_key, []).append((latency_ms, weight))
                         if error:
-                            served_errors[served_key] = served_errors.get(served_key, 0) + 1
+                            served_errors[served_key] = served_errors.get(served_key, 0) + weight
                     link_keys = None
                     if kind == KIND_CONSUMER and span.links:
                         link_keys = [
@@ -219,7 +227,7 @@ class TelemetryModel:
                         (
                             trace_id + span_id,
                             trace_id + parent_id if parent_id else None,
-                            (service, kind, latency_ms, error),
+                            (service, kind, latency_ms, error, weight),
                             peer,
                             link_keys,
                         )
@@ -231,7 +239,7 @@ class TelemetryModel:
         result.accepted_spans = accepted
         self.spans_accepted += accepted
         self.spans_rejected += result.rejected_spans
-        aggregates.record_served(served, served_errors, bucket_index, now)
+        aggregates.record_served(served, served_errors, bucket_index, now, served_weighted)
         self.linker.add_all(linked)
         aggregates.record_calls(self.linker.take_calls(), bucket_index, now)
         return result

@@ -98,6 +98,27 @@ class LatencySketch:
         self.count += len(values)
         self.total += math.fsum(values)
 
+    def add_weighted(self, values: list[tuple[float, int]]) -> None:
+        """Record each (value, weight) pair: spans that stand for several (see telemetry/sampling.py)."""
+        bins = self.bins
+        get = bins.get
+        log = math.log
+        ceil = math.ceil
+        scale = self._inv_log_gamma
+        zeros = count = 0
+        total = 0.0
+        for value, weight in values:
+            count += weight
+            total += value * weight
+            if value < MIN_POSITIVE:
+                zeros += weight
+            else:
+                index = ceil(log(value) * scale)
+                bins[index] = get(index, 0) + weight
+        self.zero_count += zeros
+        self.count += count
+        self.total += total
+
     def merge(self, other: LatencySketch) -> None:
         """Add every value of `other` (same accuracy required) to this sketch."""
         if other.relative_accuracy != self.relative_accuracy:

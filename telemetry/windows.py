@@ -352,12 +352,27 @@ class WindowedStats:
         # but by at least one bucket so that a single early request does not read as a huge rate.
         return merged, max(now - start, width)
 
-    def record_batch(self, bucket_index: int, latencies_ms: list[float], errors: int) -> None:
-        """Record a batch of requests (`errors` of them failed) in bucket `bucket_index`: the ingest path."""
+    def record_batch(
+        self,
+        bucket_index: int,
+        latencies_ms: list[float],
+        errors: int,
+        weighted_ms: list[tuple[float, int]] | None = None,
+    ) -> None:
+        """Record a batch of requests (`errors` of them failed) in bucket `bucket_index`: the ingest path.
+
+        `weighted_ms` holds (latency, weight) for sampled spans that stand for `weight` requests each;
+        `errors` already counts them by weight.
+        """
         bucket = self.bucket(bucket_index)
         bucket.errors += errors
-        bucket.sketch.add_many(latencies_ms)
-        self.requests_total += len(latencies_ms)
+        sketch = bucket.sketch
+        before = sketch.count
+        if latencies_ms:
+            sketch.add_many(latencies_ms)
+        if weighted_ms:
+            sketch.add_weighted(weighted_ms)
+        self.requests_total += sketch.count - before
         self.errors_total += errors
 
     def complete_summary(self, now: float) -> WindowSummary:

@@ -3,9 +3,10 @@
 Modules, each with one job: `config` (model and engine settings), `model` (the Llama-style layer math and
 seeded weights), `checkpoint` (Llama-layout safetensors), `block_pool` (block ids and the indirection to
 physical slots), `kv_cache` (one stage's KV tensors in chunks), `plan` and `attention` (paged attention),
-`stage` and `pipeline` (stages as threads or processes), `scheduler` (continuous batching), `engine` (one
-iteration at a time), `reference` (dense oracle), and the serving side: `async_engine`, `http_api`,
-`grpc_api`, `server`, `metrics`, `bench`, `cli`.
+`stage` and `pipeline` (stages as threads or processes), `transport` (messages between stage processes,
+gloo or NCCL), `scheduler` (continuous batching), `engine` (one iteration at a time), `sampling`
+(temperature, top_k, top_p), `reference` (dense oracle), and the serving side: `async_engine`,
+`http_api`, `grpc_api`, `server`, `metrics`, `bench`, `cli`.
 """
 
 from importlib import import_module

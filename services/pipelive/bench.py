@@ -183,6 +183,7 @@ def run(
     max_output: int = 64,
     stage_memory: int = 768 * 2**20,
     mode: str = "process",
+    transport_backend: str = "auto",
     dense_batch: int = 16,
     vllm_python: str | None = None,
     progress: bool = True,
@@ -216,8 +217,11 @@ def run(
     for stages in stage_counts:
         if progress:
             print(f"replaying {len(requests)} requests with {stages} stage(s) ...", flush=True)
-        config = EngineConfig(num_stages=stages, stage_memory_bytes=stage_memory)
+        config = EngineConfig(
+            num_stages=stages, stage_memory_bytes=stage_memory, transport_backend=transport_backend
+        )
         with LLMEngine(model, config, mode=mode) as engine:
+            result.setdefault("transport", {})[str(stages)] = engine.pipeline.backend
             warm = [ReplayRequest(0.0, requests[0].prompt_token_ids, 2)]
             replay(engine, warm)
             result["stages"][str(stages)] = replay(engine, requests)
@@ -243,9 +247,10 @@ def run(
 
 def print_human(result: dict[str, Any]) -> None:
     workload = result["workload"]
+    transport = ", ".join(sorted(set(result.get("transport", {}).values())))
     print(
         f"model {result['model']} ({result['parameters'] / 1e6:.0f}M parameters, {result['dtype']}, "
-        f"{result['device']}), {result['mode']} mode; workload {workload['trace']}: "
+        f"{result['device']}), {result['mode']} mode ({transport}); workload {workload['trace']}: "
         f"{workload['requests']} requests, {workload['mean_rate_per_second']}/s, prompt "
         f"{workload['prompt_tokens_mean']} / output {workload['output_tokens_mean']} tokens on average"
     )

@@ -55,6 +55,12 @@ def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[
     serve.add_argument("--max-model-len", type=int)
     serve.add_argument("--dtype", choices=["float32", "float64", "bfloat16", "float16"])
     serve.add_argument("--threads-per-stage", type=int, help="torch threads per stage process")
+    serve.add_argument(
+        "--transport-backend",
+        choices=["auto", "gloo", "nccl"],
+        default="auto",
+        help="process mode: NCCL between stages on distinct GPUs (auto picks it when it can), else gloo",
+    )
     serve.add_argument("--http", default="127.0.0.1:8000", help="HTTP address (OpenAI API, /metrics)")
     serve.add_argument("--grpc", default="127.0.0.1:50051", help="gRPC address (pipelive.v1.PipeLive)")
     serve.set_defaults(run=_serve)
@@ -68,6 +74,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[
         choices=["thread", "process"],
         help="stage workers (default: process; thread with --reconfigure)",
     )
+    bench.add_argument("--transport-backend", choices=["auto", "gloo", "nccl"], default="auto")
     bench.add_argument("--trace", choices=["conv", "code"], default="conv")
     bench.add_argument("--requests", type=int, default=48)
     bench.add_argument("--rate", type=float, default=1.0, help="mean arrivals per second after time scaling")
@@ -146,6 +153,7 @@ def _serve(args: argparse.Namespace) -> int:
         max_num_seqs=args.max_num_seqs,
         max_model_len=args.max_model_len,
         threads_per_stage=args.threads_per_stage,
+        transport_backend=args.transport_backend,
     )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     server = PipeLiveServer(model, engine, checkpoint=checkpoint, mode=args.mode)
@@ -186,6 +194,7 @@ def _bench(args: argparse.Namespace) -> int:
         max_output=args.max_output,
         stage_memory=args.stage_memory,
         mode=args.mode or "process",
+        transport_backend=args.transport_backend,
         dense_batch=args.dense_batch,
         vllm_python=args.vllm_python,
         progress=not args.json,

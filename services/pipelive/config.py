@@ -200,6 +200,7 @@ class EngineConfig:
     stage_budgets: tuple[int, ...] | None = None  # bytes per stage when they differ (heterogeneous devices)
     threads_per_stage: int | None = None  # torch threads of a stage process; default: (cores - 1) / stages
     device: str = field(default_factory=lambda: "cuda" if torch.cuda.is_available() else "cpu")
+    transport_backend: str = "auto"  # process mode: "nccl" between stages on distinct GPUs, else "gloo"
 
     def __post_init__(self) -> None:
         if self.num_stages < 1:
@@ -221,6 +222,10 @@ class EngineConfig:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
+        if self.transport_backend not in ("auto", "gloo", "nccl"):
+            raise ValueError(
+                f"transport_backend must be 'auto', 'gloo' or 'nccl', not {self.transport_backend!r}"
+            )
 
     def layer_ranges(self, num_layers: int) -> list[range]:
         """Contiguous layer ranges, one per stage (an even split unless `layer_split` says otherwise)."""

@@ -30,6 +30,7 @@ from services.pipelive.reconfigure import (
     admission_refusal,
     plan_reconfiguration,
 )
+from services.pipelive.sampling import sample_token
 from services.pipelive.scheduler import KVCacheManager, Request, ScheduledWork, Scheduler
 from services.pipelive.stage import StageSpec, StageStatus
 from services.pipelive.weight_store import HostWeightStore
@@ -417,12 +418,8 @@ class LLMEngine:
         )
 
     def _sample(self, request_id: str, logits: torch.Tensor) -> int:
-        generator = self._generators.get(request_id)
-        request = self.scheduler.requests[request_id]
-        if generator is None or request.params.temperature == 0:
-            return int(torch.argmax(logits))
-        probabilities = torch.softmax(logits.double() / request.params.temperature, dim=-1)
-        return int(torch.multinomial(probabilities, 1, generator=generator))
+        params = self.scheduler.requests[request_id].params
+        return sample_token(logits, params, self._generators.get(request_id))
 
     def _stop_reason(self, request: Request, token: int) -> str | None:
         eos = self.model.eos_token_id

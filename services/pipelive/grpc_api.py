@@ -82,6 +82,8 @@ class PipeLiveService(pb_grpc.PipeLiveServicer):
                 request.temperature if request.HasField("temperature") else None,
                 request.model,
                 request.seed if request.HasField("seed") else None,
+                request.top_p if request.HasField("top_p") else None,
+                request.top_k if request.HasField("top_k") else None,
             )
         except InvalidRequest as error:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{error.field}: {error}")

@@ -65,6 +65,8 @@ def parse_completion_request(
         body.get("temperature"),
         body.get("model"),
         body.get("seed"),
+        body.get("top_p"),
+        body.get("top_k"),
     )
     return prompt_ids, params, stream
 

@@ -15,12 +15,15 @@ class InvalidRequest(ValueError):
 
 @dataclass(frozen=True)
 class SamplingParams:
-    """How to pick tokens: greedy when temperature is 0 (the default), else sampling with an optional seed."""
+    """How to pick tokens: greedy when temperature is 0 (the default), else sampling with an optional seed,
+    restricted to the top_k most likely tokens (0: all) and to the top_p probability mass (1: all)."""
 
     max_tokens: int = 16
     temperature: float = 0.0
     seed: int | None = None
     ignore_eos: bool = False
+    top_p: float = 1.0
+    top_k: int = 0
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,8 @@ def validate(
     temperature: float | None,
     model: str | None,
     seed: int | None = None,
+    top_p: float | None = None,
+    top_k: int | None = None,
 ) -> SamplingParams:
     """Check one request against the limits; raise InvalidRequest naming the field at fault."""
     if model and model != limits.model_name:
@@ -84,4 +89,20 @@ def validate(
         )
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise InvalidRequest("seed", f"seed must be an integer, not {seed!r}")
-    return SamplingParams(max_tokens=max_tokens, temperature=float(temperature), seed=seed)
+    if top_p is None:
+        top_p = 1.0
+    if isinstance(top_p, bool) or not isinstance(top_p, int | float) or not 0 < top_p <= 1:
+        raise InvalidRequest("top_p", f"top_p must be in (0, 1], not {top_p!r}")
+    if top_k is None:
+        top_k = 0
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < -1:
+        raise InvalidRequest(
+            "top_k", f"top_k must be -1 or 0 (all tokens) or a positive integer, not {top_k!r}"
+        )
+    return SamplingParams(
+        max_tokens=max_tokens,
+        temperature=float(temperature),
+        seed=seed,
+        top_p=float(top_p),
+        top_k=max(top_k, 0),
+    )

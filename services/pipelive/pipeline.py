@@ -5,7 +5,8 @@ Two transports, one stage loop (`stage.run_stage_loop`):
 * `ThreadPipeline` runs each stage in a thread of this process, linked by queues. PyTorch releases the
   GIL inside its kernels, so stages overlap on different micro-batches. Used by tests and small runs.
 * `ProcessPipeline` runs each stage in its own process, linked by `torch.distributed` point-to-point
-  messages (gloo; activations go through host memory). Rank 0 is the driver, rank i + 1 is stage i.
+  messages (`transport`: a pickled header plus tensors sent natively; NCCL between stages on GPUs, gloo
+  otherwise). Rank 0 is the driver, rank i + 1 is stage i.
 
 Either way the driver sends all micro-batches of a step into stage 0 before waiting for the last stage,
 so stage i works on micro-batch m while stage i + 1 works on micro-batch m - 1.
@@ -15,10 +16,8 @@ from __future__ import annotations
 
 import abc
 import os
-import pickle
 import queue
 import threading
-from datetime import timedelta
 from typing import Any
 
 import torch
@@ -38,6 +37,17 @@ from services.pipelive.stage import (
     StepResult,
     run_stage_loop,
 )
+from services.pipelive.transport import (
+    Link,
+    PendingSend,
+    choose_backend,
+    close_transport,
+    init_transport,
+    receive_message,
+    send_message,
+    stage_device,
+    stage_links,
+)
 
 
 class PipelineError(RuntimeError):
@@ -48,6 +58,7 @@ class Pipeline(abc.ABC):
     """Stages in a chain, seen from the driver."""
 
     num_stages: int
+    backend: str  # what carries messages between stages: "queue" (threads), "gloo" or "nccl"
 
     @abc.abstractmethod
     def _send(self, message: Message) -> None: ...
@@ -88,6 +99,7 @@ class ThreadPipeline(Pipeline):
     """Stages as threads of this process, linked by queues."""
 
     def __init__(self, specs: list[StageSpec]) -> None:
+        self.backend = "queue"
         self._link([StageWorker(spec) for spec in specs])
         self._closed = False
 
@@ -138,91 +150,69 @@ def default_threads_per_stage(num_stages: int) -> int:
     return max(1, ((os.cpu_count() or 1) - 1) // num_stages)
 
 
-def _send_object(message: Message, peer: int) -> list[Any]:
-    """Start sending a pickled message to rank `peer`; returns what must live until the send completes."""
-    data = torch.frombuffer(bytearray(pickle.dumps(message, protocol=5)), dtype=torch.uint8)
-    size = torch.tensor([data.numel()], dtype=torch.long)
-    return [dist.isend(size, peer), dist.isend(data, peer), size, data]
-
-
-def _receive_object(peer: int) -> Message:
-    size = torch.zeros(1, dtype=torch.long)
-    dist.recv(size, peer)
-    data = torch.empty(int(size.item()), dtype=torch.uint8)
-    dist.recv(data, peer)
-    return pickle.loads(data.numpy().tobytes())
-
-
-def _wait(pending: list[Any]) -> None:
-    for item in pending:
-        if isinstance(item, dist.Work):
-            item.wait()
-
-
-def _stage_process_main(spec: StageSpec, port: int, threads: int) -> None:
-    """Entry point of a stage process: join the group, build the stage, run the loop until stopped."""
+def _stage_process_main(spec: StageSpec, port: int, threads: int, backend: str) -> None:
+    """Entry point of a stage process: join the groups, build the stage, run the loop until stopped."""
     torch.set_num_threads(threads)
     rank, world = spec.index + 1, spec.num_stages + 1
-    dist.init_process_group(
-        "gloo",
-        init_method=f"tcp://127.0.0.1:{port}",
-        rank=rank,
-        world_size=world,
-        timeout=timedelta(minutes=10),
-    )
-    # The migration channel: a second group beside the inference chain, served on a thread of its own.
+    device = stage_device(spec.engine.device, spec.index)
+    device_group = init_transport(rank, world, port, backend, device)
+    # The migration channel: a gloo group beside the inference chain, served on a thread of its own.
     migration_group = dist.new_group(backend="gloo")
     worker = StageWorker(spec)
     StageMigrationServer(worker, migration_group).start()
-    previous, following = rank - 1, (rank + 1) % world
-    pending: list[Any] = []
+    previous, following = stage_links(rank, world, device_group, device)
+    pending: PendingSend | None = None
 
     def send(message: Message) -> None:
         nonlocal pending
-        _wait(pending)  # one send in flight: the stage computes the next micro-batch while this one travels
-        pending = _send_object(message, following)
+        if pending is not None:
+            # one send in flight: the stage computes the next micro-batch while this one travels
+            pending.wait()
+        pending = send_message(message, following)
 
     try:
-        run_stage_loop(worker, lambda: _receive_object(previous), send)
-        _wait(pending)
+        run_stage_loop(worker, lambda: receive_message(previous), send)
+        if pending is not None:
+            pending.wait()
     finally:
-        dist.destroy_process_group()
+        close_transport()
 
 
 class ProcessPipeline(Pipeline):
-    """Stages as processes linked by torch.distributed (gloo) point-to-point messages; this process is rank 0.
+    """Stages as processes linked by torch.distributed point-to-point messages; this process is rank 0.
 
-    torch.distributed has one default group per process, so one process can drive one such pipeline at a time.
+    The backend for activations between stages is NCCL when every stage is on its own CUDA device, else
+    gloo (`transport.select_backend`; `EngineConfig.transport_backend` overrides). torch.distributed has
+    one default group per process, so one process can drive one such pipeline at a time.
     """
 
     def __init__(self, specs: list[StageSpec], threads_per_stage: int | None = None) -> None:
         self.num_stages = len(specs)
+        engine = specs[0].engine
+        devices = [stage_device(engine.device, spec.index) for spec in specs]
+        self.backend = choose_backend(devices, engine.transport_backend)
         port = free_port()
         threads = threads_per_stage or default_threads_per_stage(len(specs))
         context = mp.get_context("spawn")
         self._processes = [
-            context.Process(target=_stage_process_main, args=(spec, port, threads), daemon=True)
+            context.Process(target=_stage_process_main, args=(spec, port, threads, self.backend), daemon=True)
             for spec in specs
         ]
         for process in self._processes:
             process.start()
-        dist.init_process_group(
-            "gloo",
-            init_method=f"tcp://127.0.0.1:{port}",
-            rank=0,
-            world_size=len(specs) + 1,
-            timeout=timedelta(minutes=10),
-        )
+        init_transport(0, len(specs) + 1, port, self.backend)
         self.migration = MigrationClient(dist.new_group(backend="gloo"))
-        self._pending: list[Any] = []
+        self._to_first, self._from_last = Link(1), Link(self.num_stages)
+        self._pending: list[PendingSend] = []
         self._closed = False
 
     def _send(self, message: Message) -> None:
-        self._pending.extend(_send_object(message, 1))
+        self._pending.append(send_message(message, self._to_first))
 
     def _receive(self) -> Message:
-        message = _receive_object(self.num_stages)
-        _wait(self._pending)
+        message = receive_message(self._from_last)
+        for pending in self._pending:
+            pending.wait()
         self._pending = []
         return message
 
@@ -234,7 +224,7 @@ class ProcessPipeline(Pipeline):
             self.migration.stop([index + 1 for index in range(self.num_stages)])
             self.control("stop")
         finally:
-            dist.destroy_process_group()
+            close_transport()
             for process in self._processes:
                 process.join(timeout=30)
                 if process.is_alive():

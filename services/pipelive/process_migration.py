@@ -182,7 +182,8 @@ class StageMigrationServer:
         if chosen.numel() == 0:
             return 0, 0
         rows = cache.block_rows(chosen)
-        data = torch.stack([cache.read_rows(layer, rows) for layer in layers])
+        # The migration group is gloo, so KV travels through host memory even between GPU stages.
+        data = torch.stack([cache.read_rows(layer, rows) for layer in layers]).cpu()
         dist.send(data.contiguous(), peer, group=self.group)
         return data.numel() * data.element_size(), int(chosen.numel())
 
@@ -203,7 +204,7 @@ class StageMigrationServer:
     def _task_read(self, layers: list[int], slots: list[int]) -> torch.Tensor:
         cache = self.worker.cache
         rows = cache.block_rows(torch.tensor(slots, dtype=torch.long))
-        return torch.stack([cache.read_rows(layer, rows) for layer in layers])
+        return torch.stack([cache.read_rows(layer, rows) for layer in layers]).cpu()
 
 
 class MigrationClient:

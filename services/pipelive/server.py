@@ -67,7 +67,12 @@ class PipeLiveServer:
         self, http_address: str = "127.0.0.1:8000", grpc_address: str = "127.0.0.1:50051"
     ) -> BoundPorts:
         self.engine.start()
-        self._runner = web.AppRunner(build_app(self.engine, self.metrics, self.tokenizer), access_log=None)
+        # handler_cancellation: a client that disconnects cancels its handler, streaming or not (aiohttp's
+        # default only notices at the next write, which a whole completion makes after the last token);
+        # closing the request's stream aborts it and frees its KV blocks.
+        self._runner = web.AppRunner(
+            build_app(self.engine, self.metrics, self.tokenizer), access_log=None, handler_cancellation=True
+        )
         await self._runner.setup()
         host, port = _split(http_address)
         site = web.TCPSite(self._runner, host, port)

@@ -32,6 +32,7 @@ from services.pipelive.model import (
     seeded_stage_weights,
 )
 from services.pipelive.plan import StepPlan
+from services.pipelive.transport import stage_device
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +114,7 @@ class StageWorker:
         self.config = spec.model
         self.first = spec.index == 0
         self.last = spec.index == spec.num_stages - 1
-        self.device = torch.device(spec.engine.device)
+        self.device = stage_device(spec.engine.device, spec.index)  # stage i on cuda:(i % GPUs)
         if weights is None:
             if spec.checkpoint:
                 weights = load_stage_weights(

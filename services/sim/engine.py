@@ -33,6 +33,7 @@ from services.sim.app import AppSpec, RequestType
 from services.sim.cluster import DOWN, DRAINING, READY, STARTING, Node, Replica, ServiceState, Version
 from services.sim.results import RunRecorder
 from services.sim.scenario import ClusterSpec
+from telemetry.sampling import threshold_for
 
 MAX_QUEUE_PER_WORKER = 50  # a replica refuses (503) beyond this many waiting requests per worker
 EVICTION_SECONDS = 60.0  # replicas of a dead node are rescheduled after this (Kubernetes: 300 s default)
@@ -92,6 +93,7 @@ class Simulator:
         seed: int,
         recorder: RunRecorder,
         base_unix: float = 1_700_000_000.0,
+        trace_sampling: float = 1.0,
     ) -> None:
         self.app = app
         self.cluster = cluster
@@ -107,6 +109,9 @@ class Simulator:
             version = Version("v1")
             self.services[name] = ServiceState(spec, version, {"v1": version})
         self.links: dict[tuple[str, str], tuple[float, float]] = {}  # node pair -> (extra ms, loss)
+        # One-way delays in seconds without link faults (as _delay computes them).
+        self._local_delay = cluster.local_network_ms / 1000.0
+        self._network_delay = cluster.network_ms / 1000.0
         self.rate_factor = 1.0
         self.set_mix({})
         # Per service and request type: its stages, each (callees always called, (callee, probability)
@@ -125,6 +130,13 @@ class Simulator:
                     for stage in stages
                 )
         self._next_trace = 1
+        # Consistent probability sampling as an OpenTelemetry sampler does it: a trace is kept when its
+        # 56-bit randomness (the trace id's low 7 bytes) reaches the threshold; kept spans carry `ot=th:`.
+        # Unkept traces (trace 0 below) are simulated in full but export no spans.
+        self.trace_sampling = trace_sampling
+        threshold = threshold_for(trace_sampling)
+        self._sampling_threshold = int(threshold.ljust(14, "0"), 16) if trace_sampling < 1.0 else 0
+        self._trace_state = f"ot=th:{threshold}" if trace_sampling < 1.0 else ""
         self._next_span = 1
         self.spans: list[Visit] = []  # finished visits not yet exported
         # Calls that failed without a server span: (calling visit, callee, trace, time), not yet exported.
@@ -183,6 +195,9 @@ class Simulator:
     def _arrival(self, request: RequestType) -> None:
         trace = self._next_trace
         self._next_trace += 1
+        if self._sampling_threshold:
+            randomness = self.rng.getrandbits(56)
+            trace = (trace << 64 | randomness) if randomness >= self._sampling_threshold else 0
         self.requests_started += 1
         self._dispatch(trace, request, self.now, self.services[request.entry], None)
 
@@ -191,23 +206,35 @@ class Simulator:
     def _dispatch(
         self, trace: int, request: RequestType, arrival: float, state: ServiceState, parent: Visit | None
     ) -> None:
+        # The hot path: one call per visit, so the common cases of admit() and _delay() are inlined.
         visit = Visit(trace, request, arrival, state, parent)
         visit.span_id = self._next_span
         self._next_span += 1
-        replica = self._pick(state) if state.admit(self.now) else None
+        now = self.now
+        if state.breaker_open or state.concurrency_limit is not None or state.rate_limit is not None:
+            replica = self._pick(state) if state.admit(now) else None
+        else:
+            replica = self._pick(state)
         if replica is None:  # shed by isolation, or no ready replica: the call fails at once
             visit.error = True
             self._failed_call(visit)
-            self.at(self.now, self._answered, visit)
+            self.at(now, self._answered, visit)
             return
         visit.replica = replica
         state.in_flight += 1
-        caller_node = parent.replica.node if parent is not None else None
+        target = replica.node
+        if parent is None or target is None:
+            delay = self._local_delay
+        else:
+            source = parent.replica.node
+            if source is target or source is None:
+                delay = self._local_delay
+            elif self.links:
+                delay = self._delay(source, target)
+            else:
+                delay = self._network_delay
         self._sequence += 1
-        heappush(
-            self._heap,
-            (self.now + self._delay(caller_node, replica.node), self._sequence, self._arrive, visit),
-        )
+        heappush(self._heap, (now + delay, self._sequence, self._arrive, visit))
 
     def _pick(self, state: ServiceState) -> Replica | None:
         groups = state.groups
@@ -274,7 +301,7 @@ class Simulator:
         Only failed calls get client spans (see `take_spans`): without them a dead service would simply
         vanish from the traces, while real instrumentation shows its callers' errors towards it.
         """
-        if visit.parent is not None:
+        if visit.parent is not None and visit.trace:
             self.failed_calls.append((visit.parent, visit.service.spec.name, visit.trace, self.now))
 
     def _start(self, visit: Visit) -> None:
@@ -288,7 +315,9 @@ class Simulator:
             exp(state.mu + state.sigma * self.rng.gauss()) * replica.node.slowdown * replica.version.slowdown
         )
         self._sequence += 1
-        heappush(self._heap, (self.now + seconds / 1000.0, self._sequence, self._next_stage, visit))
+        # A visit that calls nobody (most of them) goes straight to _finish.
+        after = self._next_stage if visit.plan else self._finish
+        heappush(self._heap, (self.now + seconds / 1000.0, self._sequence, after, visit))
 
     def _next_stage(self, visit: Visit) -> None:
         if visit.dead:
@@ -311,6 +340,8 @@ class Simulator:
         self._finish(visit)
 
     def _finish(self, visit: Visit) -> None:
+        if visit.dead:  # its replica crashed meanwhile: _fail_held answered for it
+            return
         replica, state = visit.replica, visit.service
         replica.busy -= 1
         replica.active.discard(visit)
@@ -320,14 +351,24 @@ class Simulator:
             state.spec.error_rate and rng.random() < state.spec.error_rate
         ):
             visit.error = True
-        visit.end = self.now
-        self.spans.append(visit)
-        self._serve_queue(replica)
+        now = visit.end = self.now
+        if visit.trace:
+            self.spans.append(visit)
+        if replica.queue or replica.state == DRAINING:
+            self._serve_queue(replica)
         parent = visit.parent
         if parent is None:
             self._answered(visit)
+            return
+        source, target = replica.node, parent.replica.node
+        if source is target or source is None or target is None:
+            delay = self._local_delay
+        elif self.links:
+            delay = self._delay(source, target)
         else:
-            self.at(self.now + self._delay(replica.node, parent.replica.node), self._answered, visit)
+            delay = self._network_delay
+        self._sequence += 1
+        heappush(self._heap, (now + delay, self._sequence, self._answered, visit))
 
     def _serve_queue(self, replica: Replica) -> None:
         queue = replica.queue
@@ -358,6 +399,7 @@ class Simulator:
         request = ExportTraceServiceRequest()
         by_replica: dict[Replica, object] = {}
         base = self.base_unix
+        trace_state = self._trace_state
         for visit in self.spans:
             replica = visit.replica
             scope = by_replica.get(replica)
@@ -372,6 +414,7 @@ class Simulator:
                 kind=KIND_SERVER,
                 start_time_unix_nano=int((base + visit.received) * 1e9),
                 end_time_unix_nano=int((base + visit.end) * 1e9),
+                trace_state=trace_state,
             )
             if visit.error:
                 span.status.code = STATUS_ERROR
@@ -389,6 +432,7 @@ class Simulator:
                 kind=KIND_CLIENT,
                 start_time_unix_nano=stamp,
                 end_time_unix_nano=stamp,
+                trace_state=trace_state,
             )
             self._next_span += 1
             span.attributes.add(key="peer.service").value.string_value = callee

@@ -93,6 +93,9 @@ class Scenario:
     slo_p99_ms: float | None = None  # None: the application's
     tick_seconds: float = 1.0
     warmup_seconds: float = 30.0  # left out of the scores: every controller starts from the same state
+    # The share of traces the application's OpenTelemetry sampler keeps (consistent probability sampling,
+    # `ot=th:` in the tracestate, which the model counts back up): 1 traces every request.
+    trace_sampling: float = 1.0
 
     def rate_curve(self) -> list[float]:
         """Requests per second for each simulated second, before `load` events."""
@@ -128,6 +131,13 @@ def _positive(table: Mapping[str, Any], key: str, where: str, default: Any = Non
     value = table.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
         raise ValueError(f"{where}.{key}: expected a number > 0, got {value!r}")
+    return float(value)
+
+
+def _probability(table: Mapping[str, Any], key: str) -> float:
+    value = table.get(key, 1.0)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1:
+        raise ValueError(f"scenario.{key}: expected a probability in (0, 1], got {value!r}")
     return float(value)
 
 
@@ -205,6 +215,7 @@ def parse_scenario(document: Mapping[str, Any], name: str, base: Path = SCENARIO
         slo_p99_ms=_positive(document, "slo_p99_ms", "scenario") if slo is not None else None,
         tick_seconds=_positive(document, "tick_seconds", "scenario", 1.0),
         warmup_seconds=float(document.get("warmup_seconds", 30.0)),
+        trace_sampling=_probability(document, "trace_sampling"),
     )
 
 

@@ -57,6 +57,8 @@ class App:
     errors: dict[str, float] = field(default_factory=dict)
     # Services that are down: they answer nothing, their callers' calls into them fail.
     down: set[str] = field(default_factory=set)
+    # The share of its usual requests a down service still reports in the window (0: it sends no spans).
+    down_served: float = 0.2
     # Where versions show: the inventory, or the `service.version` resource attribute of the spans.
     versions_from_traces: bool = False
 
@@ -67,7 +69,7 @@ class App:
             rate = self.rate[name] * self.rng.lognormal(0.0, 0.03)
             error_rate = self.errors.get(name, 0.001 * self.rng.uniform(0.5, 1.5))
             if name in self.down:  # the tail of the window from before it went down: fewer, clean requests
-                rate, error_rate = rate * 0.2, 0.0
+                rate, error_rate = rate * self.down_served, 0.0
             stats = summary(rate, p99, error_rate)
             version = self.versions.get(name, "v1") if self.versions_from_traces else ""
             nodes.append(
@@ -77,7 +79,9 @@ class App:
             )
         for caller, callee in sorted(self.graph.edges):
             failing = 0.8 if callee in self.down else 0.001
-            stats = summary(self.rate[callee], self.base[callee] * self.slowdown.get(callee, 1.0), failing)
+            # A callee's callers share its requests between them, as in real traces.
+            share = self.rate[callee] / self.graph.in_degree(callee)
+            stats = summary(share, self.base[callee] * self.slowdown.get(callee, 1.0), failing)
             edges.append(EdgeSnapshot(caller, callee, stats, stats.requests, stats.errors, float(tick)))
         snapshot = GraphSnapshot(float(tick), WINDOW, tuple(nodes), tuple(edges), 0, 0)
         services = {
@@ -171,8 +175,10 @@ def test_restart_without_version_change() -> None:
     assert "rank_1" in action.evidence and "cause_z" in action.evidence
 
 
-def test_a_service_that_is_down_is_found_by_its_callers_failing_calls() -> None:
+@pytest.mark.parametrize("served", [0.2, 0.0])
+def test_a_service_that_is_down_is_found_by_its_callers_failing_calls(served: float) -> None:
     app = random_app(3)
+    app.down_served = served
     controller = DetectLocalizeAct()
     warm_up(controller, app)
     down = "svc-07"
@@ -234,3 +240,32 @@ def test_isolate_when_a_restart_did_not_help() -> None:
     assert operations[0] == "Remediate"
     assert isinstance(action, Isolate)
     assert action.mechanism.value == "circuit_breaker"
+
+
+def test_a_surge_of_load_without_errors_is_left_to_the_autoscalers() -> None:
+    app = random_app(3)
+    controller = DetectLocalizeAct()
+    warm_up(controller, app)
+    hot = "svc-07"
+    # Four times the requests reach svc-07 and everything below it; it slows down under the load, as do its
+    # callers waiting for it, but nothing fails: restarting it would only take capacity away.
+    for service in nx.descendants(app.graph, hot) | {hot}:
+        app.rate[service] *= 4.0
+    app.inject(hot, factor=3.0)
+    assert run(controller, app.view(BASELINE_TICKS)) == []
+    # The same slowdown without the surge is a fault, and is acted on.
+    calm = random_app(3)
+    controller = DetectLocalizeAct()
+    warm_up(controller, calm)
+    calm.inject(hot, factor=3.0)
+    [action] = run(controller, calm.view(BASELINE_TICKS))
+    assert action.target == hot
+
+
+def test_less_traffic_alone_is_not_a_fault() -> None:
+    app = random_app(3)
+    controller = DetectLocalizeAct()
+    warm_up(controller, app)
+    for service in nx.descendants(app.graph, "svc-07") | {"svc-07"}:
+        app.rate[service] *= 0.2  # load ebbs away from one branch; latency and errors stay as they were
+    assert run(controller, app.view(BASELINE_TICKS)) == []

@@ -93,13 +93,15 @@ def test_kv_pool_grows_and_shrinks_while_requests_run(expected: list[list[int]])
     assert [outputs[i] for i in ids] == expected
 
 
-def test_process_per_stage_with_gloo_matches(expected: list[list[int]]) -> None:
-    with LLMEngine(TINY, engine_config(num_stages=2), mode="process") as engine:
+@pytest.mark.parametrize("stages", [1, 2, 4])
+def test_process_per_stage_with_gloo_matches(stages: int, expected: list[list[int]]) -> None:
+    with LLMEngine(TINY, engine_config(num_stages=stages), mode="process") as engine:
+        assert engine.pipeline.backend == "gloo"  # CPU stages: the transport picks gloo
         outputs = engine.generate(PROMPTS, SamplingParams(max_tokens=MAX_TOKENS))
         engine.resize_kv(128)
         status = engine.status()
     assert outputs == expected
-    assert [s.num_chunks for s in status.stages] == [16, 16]
+    assert [s.num_chunks for s in status.stages] == [16] * stages
 
 
 def test_sampling_with_a_seed_is_reproducible() -> None:

@@ -1,5 +1,6 @@
 """The HTTP (OpenAI-compatible) and gRPC front ends on loopback: streams, bad input, disconnects, metrics."""
 
+import asyncio
 import http.client
 import json
 import time
@@ -8,6 +9,7 @@ import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
+import aiohttp
 import grpc
 import openai
 import pytest
@@ -59,6 +61,16 @@ def wait_until_idle(stub: pb_grpc.PipeLiveStub, timeout: float = 10.0) -> pb.Sta
             return status
         assert time.monotonic() < deadline, f"still busy: {status}"
         time.sleep(0.02)
+
+
+def wait_until_running(stub: pb_grpc.PipeLiveStub, timeout: float = 10.0) -> pb.StatusResponse:
+    deadline = time.monotonic() + timeout
+    while True:
+        status = stub.Status(pb.StatusRequest(), timeout=5)
+        if status.num_requests_running == 1 and status.kv_blocks_used > 0:
+            return status
+        assert time.monotonic() < deadline, f"no request running: {status}"
+        time.sleep(0.01)
 
 
 def metric_values(server: RunningPipeLive) -> dict[str, float]:
@@ -120,6 +132,10 @@ def test_token_id_prompts_and_models_list(client: openai.OpenAI, stub: pb_grpc.P
         ({"model": TINY.name, "prompt": [1, 2, 999]}, "prompt", "outside the vocabulary"),
         ({"model": TINY.name, "prompt": "hi", "temperature": 9}, "temperature", "between 0 and 2"),
         ({"model": TINY.name, "prompt": "hi", "n": 3}, "n", "n = 1"),
+        ({"model": TINY.name, "prompt": "hi", "temperature": 1, "top_p": 0}, "top_p", "(0, 1]"),
+        ({"model": TINY.name, "prompt": "hi", "top_p": 1.01}, "top_p", "(0, 1]"),
+        ({"model": TINY.name, "prompt": "hi", "top_k": -3}, "top_k", "positive integer"),
+        ({"model": TINY.name, "prompt": "hi", "top_k": 2.5}, "top_k", "positive integer"),
         ([1, 2, 3], "body", "JSON object"),
     ],
 )
@@ -131,6 +147,29 @@ def test_bad_input_is_a_400_with_an_openai_error(
     assert reply["error"]["type"] == "invalid_request_error"
     assert reply["error"]["param"] == param
     assert words in reply["error"]["message"]
+
+
+def test_seeded_top_p_top_k_samples_repeat_over_http_and_grpc(
+    client: openai.OpenAI, stub: pb_grpc.PipeLiveStub
+) -> None:
+    prompt = "Sample me, seeded."
+    greedy = client.completions.create(model=TINY.name, prompt=prompt, max_tokens=10)
+    settings = {"temperature": 1.3, "top_p": 0.9, "seed": 21}
+
+    def by_http(**extra: Any) -> list[int]:
+        reply = client.completions.create(
+            model=TINY.name, prompt=prompt, max_tokens=10, **{**settings, **extra}, extra_body={"top_k": 50}
+        )
+        return reply.choices[0].model_extra["token_ids"]
+
+    sampled = by_http()
+    assert sampled == by_http()  # the seed makes it reproducible
+    assert sampled != greedy.choices[0].model_extra["token_ids"]
+    assert sampled != by_http(seed=22)
+    request = pb.GenerateRequest(prompt=prompt, max_tokens=10, top_k=50, **settings)
+    assert [r.token_id for r in stub.Generate(request, timeout=30)] == sampled
+    one = pb.GenerateRequest(prompt=prompt, max_tokens=10, temperature=1.3, seed=3, top_k=1)
+    assert [r.token_id for r in stub.Generate(one, timeout=30)] == greedy.choices[0].model_extra["token_ids"]
 
 
 def test_malformed_json_is_a_400_and_the_server_keeps_serving(
@@ -155,6 +194,9 @@ def test_malformed_json_is_a_400_and_the_server_keeps_serving(
         (pb.GenerateRequest(prompt="y" * 700), "prompt"),
         (pb.GenerateRequest(prompt="hello", model="other"), "model"),
         (pb.GenerateRequest(prompt="hello", prompt_token_ids=[1]), "prompt"),
+        (pb.GenerateRequest(prompt="hello", temperature=1, top_p=0), "top_p"),
+        (pb.GenerateRequest(prompt="hello", top_p=2), "top_p"),
+        (pb.GenerateRequest(prompt="hello", top_k=-2), "top_k"),
     ],
 )
 def test_grpc_bad_input_is_invalid_argument_naming_the_field(
@@ -187,6 +229,37 @@ def test_http_client_disconnecting_mid_stream_frees_its_blocks(
     after = metric_values(server)
     generated = after["vllm:generation_tokens_total"] - before["vllm:generation_tokens_total"]
     assert 3 <= generated < 400  # aborted, not run to the end
+    assert after.get("vllm:request_success_total", 0) == before.get("vllm:request_success_total", 0)
+
+
+def test_http_client_disconnecting_before_a_whole_completion_frees_its_blocks(
+    server: RunningPipeLive, stub: pb_grpc.PipeLiveStub
+) -> None:
+    before = metric_values(server)
+    body = {"model": TINY.name, "prompt": "a patient story " * 6, "max_tokens": 400}  # not streamed
+
+    async def post_and_go_away() -> pb.StatusResponse:
+        async with aiohttp.ClientSession() as session:
+            posting = asyncio.create_task(session.post(server.base_url + "/v1/completions", json=body))
+            running = await asyncio.to_thread(wait_until_running, stub)
+            posting.cancel()  # the client gives up before the answer: aiohttp drops the connection
+            with pytest.raises(asyncio.CancelledError):
+                await posting
+            return running
+
+    running = asyncio.run(post_and_go_away())
+    assert running.kv_blocks_used > 0
+    status = wait_until_idle(stub)
+    assert status.kv_blocks_free == status.kv_blocks_total
+    assert all(stage.kv_blocks_used == 0 for stage in status.stages)
+    after = metric_values(server)
+    generated = after["vllm:generation_tokens_total"] - before["vllm:generation_tokens_total"]
+    assert generated < 400  # stopped early (perhaps still in its chunked prefill), not run to the end
+    # it finished, and not as a success: aborted
+    assert (
+        after["vllm:e2e_request_latency_seconds_count"]
+        == before["vllm:e2e_request_latency_seconds_count"] + 1
+    )
     assert after.get("vllm:request_success_total", 0) == before.get("vllm:request_success_total", 0)
 
 

@@ -93,6 +93,8 @@ def test_every_bundled_scenario_loads_and_replays_its_trace_scaled_to_its_mean()
         ({"events": [{"at": 5, "kind": "network", "nodes": ["node-0"]}]}, "two nodes"),
         ({"workload": {"mean_rps": 0}}, "workload.mean_rps"),
         ({"dynamics": ["weather"]}, "dynamics"),
+        ({"trace_sampling": 0}, "scenario.trace_sampling"),
+        ({"trace_sampling": 1.5}, "scenario.trace_sampling"),
     ],
 )
 def test_a_wrong_scenario_names_the_field(document: dict, message: str) -> None:

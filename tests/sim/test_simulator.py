@@ -96,6 +96,45 @@ def test_spans_go_through_the_model_and_draw_the_apps_call_graph() -> None:
     assert {op.operation for op in entry.operations} == {r.operation for r in sim.app.requests}
 
 
+def test_sampled_tracing_exports_a_tenth_of_traces_and_the_model_counts_them_back_up() -> None:
+    seconds, rate = 20, 400.0
+    full = _sim(5, seconds)
+    sampled = Simulator(load_app(), CLUSTER, 5, RunRecorder(seconds), trace_sampling=0.1)
+    models = []
+    spans = []
+    for sim in (full, sampled):
+        model = TelemetryModel(
+            ModelConfig(window_seconds=60.0), clock=lambda sim=sim: sim.base_unix + sim.now
+        )
+        exported = 0
+        for second in range(seconds):
+            sim.schedule_arrivals(float(second), rate)
+            sim.run_until(second + 1.0)
+            request = sim.take_spans()
+            exported += sum(len(scope.spans) for rs in request.resource_spans for scope in rs.scope_spans)
+            if sim is sampled:
+                states = {
+                    s.trace_state for rs in request.resource_spans for sc in rs.scope_spans for s in sc.spans
+                }
+                assert states <= {"ot=th:e6666666666666"}
+            model.ingest(request)
+        model.flush()
+        models.append(model.snapshot())
+        spans.append(exported)
+    assert spans[1] == pytest.approx(spans[0] * 0.1, rel=0.2)
+    full_snapshot, sampled_snapshot = models
+    entry = "nginx-web-server"
+    assert full_snapshot.node(entry).requests_total == pytest.approx(
+        full.requests_started, abs=20
+    )  # in flight
+    # Every trace is simulated either way; only the export is sampled, and the model scales it back.
+    assert sampled_snapshot.node(entry).requests_total == pytest.approx(sampled.requests_started, rel=0.15)
+    for edge in full_snapshot.edges:
+        if edge.calls_total > 2000:
+            seen = sampled_snapshot.edge(edge.source, edge.target)
+            assert seen.calls_total == pytest.approx(edge.calls_total, rel=0.2)
+
+
 def _ready(sim: Simulator, service: str) -> list:
     return [replica for replica in sim.services[service].replicas if replica.state == READY]
 

@@ -135,7 +135,7 @@ def test_linker_memory_is_capped_under_overload() -> None:
     linker = DependencyLinker(ttl_seconds=3600.0, max_spans=1000, now=0.0)
     for index in range(20_000):
         key = index.to_bytes(24, "big")
-        linker.add(key, None, ("svc", 3, 1.0, False), ("db", "redis"))
+        linker.add(key, None, ("svc", 3, 1.0, False, 1), ("db", "redis"))
     assert linker.spans_held <= 1000
     assert linker.early_rotations >= 19
     # Client spans pushed out early still count as calls to the external node, none lost.

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!protos/pipelive/v1/pipelive.proto\x12\x0bpipelive.v1\"\xb8\x01\n\x0fGenerateRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12\x18\n\x10prompt_token_ids\x18\x03 \x03(\x05\x12\x17\n\nmax_tokens\x18\x04 \x01(\x05H\x00\x88\x01\x01\x12\x18\n\x0btemperature\x18\x05 \x01(\x01H\x01\x88\x01\x01\x12\x11\n\x04seed\x18\x06 \x01(\x03H\x02\x88\x01\x01\x42\r\n\x0b_max_tokensB\x0e\n\x0c_temperatureB\x07\n\x05_seed\"l\n\x10GenerateResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08token_id\x18\x02 \x01(\x05\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x15\n\rfinish_reason\x18\x04 \x01(\t\x12\r\n\x05index\x18\x05 \x01(\x05\"\x0f\n\rStatusRequest\"\xb8\x02\n\x0bStageStatus\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x13\n\x0b\x66irst_layer\x18\x02 \x01(\x05\x12\x11\n\tend_layer\x18\x03 \x01(\x05\x12\x0e\n\x06\x64\x65vice\x18\x04 \x01(\t\x12\x14\n\x0c\x62udget_bytes\x18\x05 \x01(\x03\x12\x14\n\x0cusable_bytes\x18\x06 \x01(\x03\x12\x14\n\x0cweight_bytes\x18\x07 \x01(\x03\x12\x10\n\x08kv_bytes\x18\x08 \x01(\x03\x12\x17\n\x0fkv_blocks_total\x18\t \x01(\x03\x12\x16\n\x0ekv_blocks_used\x18\n \x01(\x03\x12\x16\n\x0ekv_blocks_free\x18\x0b \x01(\x03\x12\x11\n\tkv_chunks\x18\x0c \x01(\x05\x12\x16\n\x0ekv_chunk_bytes\x18\r \x01(\x03\x12\x1a\n\x12kv_blocks_capacity\x18\x0e \x01(\x03\"\xa9\x02\n\x0eStatusResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x12\n\nnum_layers\x18\x02 \x01(\x05\x12\x12\n\nblock_size\x18\x03 \x01(\x05\x12\x18\n\x10\x62locks_per_chunk\x18\x04 \x01(\x05\x12\x17\n\x0flayers_per_unit\x18\x05 \x01(\x05\x12\x1c\n\x14num_requests_running\x18\x06 \x01(\x05\x12\x1c\n\x14num_requests_waiting\x18\x07 \x01(\x05\x12\x17\n\x0fkv_blocks_total\x18\x08 \x01(\x03\x12\x16\n\x0ekv_blocks_used\x18\t \x01(\x03\x12\x16\n\x0ekv_blocks_free\x18\n \x01(\x03\x12(\n\x06stages\x18\x0b \x03(\x0b\x32\x18.pipelive.v1.StageStatus\",\n\x13ResizeKvPoolRequest\x12\x15\n\rtarget_blocks\x18\x01 \x01(\x03\"^\n\x14ResizeKvPoolResponse\x12\x17\n\x0fkv_blocks_total\x18\x01 \x01(\x03\x12\x14\n\x0c\x61\x64\x64\x65\x64_chunks\x18\x02 \x03(\x03\x12\x17\n\x0freleased_chunks\x18\x03 \x03(\x03\"4\n\nLayerRange\x12\x13\n\x0b\x66irst_layer\x18\x01 \x01(\x05\x12\x11\n\tend_layer\x18\x02 \x01(\x05\"t\n\x12ReconfigureRequest\x12\'\n\x06stages\x18\x01 \x03(\x0b\x32\x17.pipelive.v1.LayerRange\x12\x0e\n\x06method\x18\x02 \x01(\t\x12\x0f\n\x07\x64\x65vices\x18\x03 \x03(\t\x12\x14\n\x0c\x62udget_bytes\x18\x04 \x03(\x03\"\xb6\x02\n\x13ReconfigureResponse\x12\'\n\x06stages\x18\x01 \x03(\x0b\x32\x17.pipelive.v1.LayerRange\x12\x0e\n\x06method\x18\x02 \x01(\t\x12\x10\n\x08pause_ms\x18\x03 \x01(\x01\x12\x10\n\x08total_ms\x18\x04 \x01(\x01\x12\x1b\n\x13weight_bytes_copied\x18\x05 \x01(\x03\x12\x17\n\x0fkv_bytes_copied\x18\x06 \x01(\x03\x12\x14\n\x0cpatch_rounds\x18\x07 \x01(\x05\x12\x1a\n\x12\x66inal_dirty_blocks\x18\x08 \x01(\x03\x12\x11\n\tpreempted\x18\t \x01(\x05\x12\x0f\n\x07\x64ropped\x18\n \x01(\x05\x12\x16\n\x0epause_kv_bytes\x18\x0b \x01(\x03\x12\x1e\n\x16\x64irty_blocks_per_round\x18\x0c \x03(\x03\x32\xbf\x02\n\x08PipeLive\x12I\n\x08Generate\x12\x1c.pipelive.v1.GenerateRequest\x1a\x1d.pipelive.v1.GenerateResponse0\x01\x12\x41\n\x06Status\x12\x1a.pipelive.v1.StatusRequest\x1a\x1b.pipelive.v1.StatusResponse\x12S\n\x0cResizeKvPool\x12 .pipelive.v1.ResizeKvPoolRequest\x1a!.pipelive.v1.ResizeKvPoolResponse\x12P\n\x0bReconfigure\x12\x1f.pipelive.v1.ReconfigureRequest\x1a .pipelive.v1.ReconfigureResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!protos/pipelive/v1/pipelive.proto\x12\x0bpipelive.v1\"\xf4\x01\n\x0fGenerateRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12\x18\n\x10prompt_token_ids\x18\x03 \x03(\x05\x12\x17\n\nmax_tokens\x18\x04 \x01(\x05H\x00\x88\x01\x01\x12\x18\n\x0btemperature\x18\x05 \x01(\x01H\x01\x88\x01\x01\x12\x11\n\x04seed\x18\x06 \x01(\x03H\x02\x88\x01\x01\x12\x12\n\x05top_p\x18\x07 \x01(\x01H\x03\x88\x01\x01\x12\x12\n\x05top_k\x18\x08 \x01(\x05H\x04\x88\x01\x01\x42\r\n\x0b_max_tokensB\x0e\n\x0c_temperatureB\x07\n\x05_seedB\x08\n\x06_top_pB\x08\n\x06_top_k\"l\n\x10GenerateResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08token_id\x18\x02 \x01(\x05\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x15\n\rfinish_reason\x18\x04 \x01(\t\x12\r\n\x05index\x18\x05 \x01(\x05\"\x0f\n\rStatusRequest\"\xb8\x02\n\x0bStageStatus\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x13\n\x0b\x66irst_layer\x18\x02 \x01(\x05\x12\x11\n\tend_layer\x18\x03 \x01(\x05\x12\x0e\n\x06\x64\x65vice\x18\x04 \x01(\t\x12\x14\n\x0c\x62udget_bytes\x18\x05 \x01(\x03\x12\x14\n\x0cusable_bytes\x18\x06 \x01(\x03\x12\x14\n\x0cweight_bytes\x18\x07 \x01(\x03\x12\x10\n\x08kv_bytes\x18\x08 \x01(\x03\x12\x17\n\x0fkv_blocks_total\x18\t \x01(\x03\x12\x16\n\x0ekv_blocks_used\x18\n \x01(\x03\x12\x16\n\x0ekv_blocks_free\x18\x0b \x01(\x03\x12\x11\n\tkv_chunks\x18\x0c \x01(\x05\x12\x16\n\x0ekv_chunk_bytes\x18\r \x01(\x03\x12\x1a\n\x12kv_blocks_capacity\x18\x0e \x01(\x03\"\xa9\x02\n\x0eStatusResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x12\n\nnum_layers\x18\x02 \x01(\x05\x12\x12\n\nblock_size\x18\x03 \x01(\x05\x12\x18\n\x10\x62locks_per_chunk\x18\x04 \x01(\x05\x12\x17\n\x0flayers_per_unit\x18\x05 \x01(\x05\x12\x1c\n\x14num_requests_running\x18\x06 \x01(\x05\x12\x1c\n\x14num_requests_waiting\x18\x07 \x01(\x05\x12\x17\n\x0fkv_blocks_total\x18\x08 \x01(\x03\x12\x16\n\x0ekv_blocks_used\x18\t \x01(\x03\x12\x16\n\x0ekv_blocks_free\x18\n \x01(\x03\x12(\n\x06stages\x18\x0b \x03(\x0b\x32\x18.pipelive.v1.StageStatus\",\n\x13ResizeKvPoolRequest\x12\x15\n\rtarget_blocks\x18\x01 \x01(\x03\"^\n\x14ResizeKvPoolResponse\x12\x17\n\x0fkv_blocks_total\x18\x01 \x01(\x03\x12\x14\n\x0c\x61\x64\x64\x65\x64_chunks\x18\x02 \x03(\x03\x12\x17\n\x0freleased_chunks\x18\x03 \x03(\x03\"4\n\nLayerRange\x12\x13\n\x0b\x66irst_layer\x18\x01 \x01(\x05\x12\x11\n\tend_layer\x18\x02 \x01(\x05\"t\n\x12ReconfigureRequest\x12\'\n\x06stages\x18\x01 \x03(\x0b\x32\x17.pipelive.v1.LayerRange\x12\x0e\n\x06method\x18\x02 \x01(\t\x12\x0f\n\x07\x64\x65vices\x18\x03 \x03(\t\x12\x14\n\x0c\x62udget_bytes\x18\x04 \x03(\x03\"\xb6\x02\n\x13ReconfigureResponse\x12\'\n\x06stages\x18\x01 \x03(\x0b\x32\x17.pipelive.v1.LayerRange\x12\x0e\n\x06method\x18\x02 \x01(\t\x12\x10\n\x08pause_ms\x18\x03 \x01(\x01\x12\x10\n\x08total_ms\x18\x04 \x01(\x01\x12\x1b\n\x13weight_bytes_copied\x18\x05 \x01(\x03\x12\x17\n\x0fkv_bytes_copied\x18\x06 \x01(\x03\x12\x14\n\x0cpatch_rounds\x18\x07 \x01(\x05\x12\x1a\n\x12\x66inal_dirty_blocks\x18\x08 \x01(\x03\x12\x11\n\tpreempted\x18\t \x01(\x05\x12\x0f\n\x07\x64ropped\x18\n \x01(\x05\x12\x16\n\x0epause_kv_bytes\x18\x0b \x01(\x03\x12\x1e\n\x16\x64irty_blocks_per_round\x18\x0c \x03(\x03\x32\xbf\x02\n\x08PipeLive\x12I\n\x08Generate\x12\x1c.pipelive.v1.GenerateRequest\x1a\x1d.pipelive.v1.GenerateResponse0\x01\x12\x41\n\x06Status\x12\x1a.pipelive.v1.StatusRequest\x1a\x1b.pipelive.v1.StatusResponse\x12S\n\x0cResizeKvPool\x12 .pipelive.v1.ResizeKvPoolRequest\x1a!.pipelive.v1.ResizeKvPoolResponse\x12P\n\x0bReconfigure\x12\x1f.pipelive.v1.ReconfigureRequest\x1a .pipelive.v1.ReconfigureResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,25 +32,25 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'protos.pipelive.v1.pipelive
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_GENERATEREQUEST']._serialized_start=51
-  _globals['_GENERATEREQUEST']._serialized_end=235
-  _globals['_GENERATERESPONSE']._serialized_start=237
-  _globals['_GENERATERESPONSE']._serialized_end=345
-  _globals['_STATUSREQUEST']._serialized_start=347
-  _globals['_STATUSREQUEST']._serialized_end=362
-  _globals['_STAGESTATUS']._serialized_start=365
-  _globals['_STAGESTATUS']._serialized_end=677
-  _globals['_STATUSRESPONSE']._serialized_start=680
-  _globals['_STATUSRESPONSE']._serialized_end=977
-  _globals['_RESIZEKVPOOLREQUEST']._serialized_start=979
-  _globals['_RESIZEKVPOOLREQUEST']._serialized_end=1023
-  _globals['_RESIZEKVPOOLRESPONSE']._serialized_start=1025
-  _globals['_RESIZEKVPOOLRESPONSE']._serialized_end=1119
-  _globals['_LAYERRANGE']._serialized_start=1121
-  _globals['_LAYERRANGE']._serialized_end=1173
-  _globals['_RECONFIGUREREQUEST']._serialized_start=1175
-  _globals['_RECONFIGUREREQUEST']._serialized_end=1291
-  _globals['_RECONFIGURERESPONSE']._serialized_start=1294
-  _globals['_RECONFIGURERESPONSE']._serialized_end=1604
-  _globals['_PIPELIVE']._serialized_start=1607
-  _globals['_PIPELIVE']._serialized_end=1926
+  _globals['_GENERATEREQUEST']._serialized_end=295
+  _globals['_GENERATERESPONSE']._serialized_start=297
+  _globals['_GENERATERESPONSE']._serialized_end=405
+  _globals['_STATUSREQUEST']._serialized_start=407
+  _globals['_STATUSREQUEST']._serialized_end=422
+  _globals['_STAGESTATUS']._serialized_start=425
+  _globals['_STAGESTATUS']._serialized_end=737
+  _globals['_STATUSRESPONSE']._serialized_start=740
+  _globals['_STATUSRESPONSE']._serialized_end=1037
+  _globals['_RESIZEKVPOOLREQUEST']._serialized_start=1039
+  _globals['_RESIZEKVPOOLREQUEST']._serialized_end=1083
+  _globals['_RESIZEKVPOOLRESPONSE']._serialized_start=1085
+  _globals['_RESIZEKVPOOLRESPONSE']._serialized_end=1179
+  _globals['_LAYERRANGE']._serialized_start=1181
+  _globals['_LAYERRANGE']._serialized_end=1233
+  _globals['_RECONFIGUREREQUEST']._serialized_start=1235
+  _globals['_RECONFIGUREREQUEST']._serialized_end=1351
+  _globals['_RECONFIGURERESPONSE']._serialized_start=1354
+  _globals['_RECONFIGURERESPONSE']._serialized_end=1664
+  _globals['_PIPELIVE']._serialized_start=1667
+  _globals['_PIPELIVE']._serialized_end=1986
 # @@protoc_insertion_point(module_scope)
