@@ -190,6 +190,7 @@ class Reconfiguration:
             started = time.perf_counter()
             self._copy_weights()
             self._add_kv(self._copy_kv_round(self._initial_slots), pause=True)
+            self.state = "switching"
             self._switch_stages()
             self.result.pause_ms = (time.perf_counter() - started) * 1000 + self._prepare_ms
             self.result.patch_rounds = 0
@@ -384,6 +385,8 @@ class Reconfiguration:
             hook_started = time.perf_counter()
             self.before_switch(self)
             hook_ms = (time.perf_counter() - hook_started) * 1000
+        # From here on stages change hands one by one: a failure can no longer be rolled back.
+        self.state = "switching"
         self._switch_stages()
         self.result.pause_ms = (time.perf_counter() - started) * 1000 - hook_ms
 
@@ -465,6 +468,7 @@ class Reconfiguration:
         started = time.perf_counter()
         while engine.scheduler.preempt_newest() is not None:
             self.result.preempted += 1
+        self.state = "switching"  # the old pipeline goes away: nothing to roll back to after this
         engine.pipeline.close()
 
         def budget(index: int) -> int | None:
