@@ -112,9 +112,13 @@ class LLMEngine:
         self.metrics = metrics or EngineMetrics()
         self.mode = mode
         self.checkpoint = str(checkpoint) if checkpoint else None
-        # The host-memory copy of the weights that live reconfiguration copies moving layers from; without
-        # `host_weights` it is made on first use and reads each layer from disk (or the seed) when needed.
-        self._weight_store = HostWeightStore(model, self.checkpoint) if host_weights else None
+        # The host-memory copy of the weights that live reconfiguration copies moving layers from (in each
+        # stage process, on the process pipeline); without `host_weights` it is made on first use and reads
+        # each layer from disk (or the seed) when needed.
+        self.host_weights = host_weights
+        self._weight_store = (
+            HostWeightStore(model, self.checkpoint) if host_weights and mode == "thread" else None
+        )
         self._reconfiguration: Reconfiguration | None = None
         self.layer_ranges = self.config.layer_ranges(model.num_hidden_layers)
         specs = [
@@ -126,6 +130,7 @@ class LLMEngine:
                 self.config,
                 str(checkpoint) if checkpoint else None,
                 self.config.stage_budgets[index] if self.config.stage_budgets else None,
+                host_weights and mode == "process",
             )
             for index, layers in enumerate(self.layer_ranges)
         ]

@@ -478,7 +478,14 @@ class Reconfiguration:
 
         specs = [
             StageSpec(
-                index, len(plan.target), layers, engine.model, engine.config, engine.checkpoint, budget(index)
+                index,
+                len(plan.target),
+                layers,
+                engine.model,
+                engine.config,
+                engine.checkpoint,
+                budget(index),
+                engine.host_weights and engine.mode == "process",
             )
             for index, layers in enumerate(plan.target)
         ]

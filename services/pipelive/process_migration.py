@@ -139,6 +139,10 @@ class StageMigrationServer:
         return self
 
     def _serve(self) -> None:
+        if self.worker.spec.host_weights:
+            # Read the whole model into host memory now, off the inference path, so that layers moving
+            # here later are copied from memory rather than read from disk.
+            self._store = HostWeightStore(self.worker.config, self.worker.spec.checkpoint, preload=True)
         while True:
             task, args = receive_object(0, self.group)
             if task == "stop":

@@ -104,6 +104,7 @@ class StageSpec:
     engine: EngineConfig
     checkpoint: str | None = None
     budget_bytes: int | None = None  # this stage's budget when it differs from engine.stage_memory_bytes
+    host_weights: bool = False  # a stage process keeps a host-memory copy of the model to receive layers from
 
 
 class StageWorker:
