@@ -168,10 +168,14 @@ class Reconfiguration:
                 raise
 
     def cancel(self) -> None:
-        """Stop the background copy (the engine is closing)."""
+        """Stop the background copy (the engine is closing); whoever waits for the result learns so."""
         self._cancel.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
+        if not self.future.done():
+            self.future.set_exception(
+                ReconfigureFailed("the engine closed before the reconfiguration committed")
+            )
 
     # starting
     def _workers(self) -> list[StageWorker]:
