@@ -270,3 +270,13 @@ def test_live_on_the_process_pipeline_over_the_migration_channel(expected: list[
         assert [(s.first_layer, s.end_layer) for s in stages] == [(0, 3), (3, 8)]
         assert [s.kv_units for s in stages] == [((0, 4),), ((4, 8), (3, 4))]  # unit 0-3 keeps layers 0-2
         assert engine.generate([PROMPTS[1]], SamplingParams(max_tokens=24)) == [expected[1]]
+
+
+def test_closing_the_engine_mid_reconfiguration_fails_its_future() -> None:
+    engine = LLMEngine(MODEL8, config())
+    engine.add_request(PROMPTS[2], SamplingParams(max_tokens=8))
+    engine.step()
+    reconfiguration = engine.begin_reconfigure([range(0, 3), range(3, 8)])
+    engine.close()
+    with pytest.raises(ReconfigureFailed, match="engine closed before the reconfiguration committed"):
+        reconfiguration.future.result(timeout=30)
