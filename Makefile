@@ -42,6 +42,7 @@ bench: $(STAMP) system-deps
 	$(VENV)/bin/controlplane bench loop
 	$(VENV)/bin/controlplane bench mqtt
 	$(VENV)/bin/controlplane pipelive bench
+	$(VENV)/bin/controlplane pipelive bench --reconfigure
 	$(VENV)/bin/controlplane bench sim-speed
 	$(VENV)/bin/controlplane bench --out bench-results/full
 

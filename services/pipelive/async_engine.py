@@ -102,6 +102,10 @@ class AsyncEngine:
                             future.set_exception(error)
                 if self.engine.has_unfinished():
                     self._deliver(self.engine.step())
+                elif self.engine.reconfiguring:
+                    self.engine.step()  # no requests, but a reconfiguration advances at safe points
+                    self._wake.wait(timeout=0.002)
+                    self._wake.clear()
                 else:
                     self._wake.wait(timeout=0.5)
                     self._wake.clear()

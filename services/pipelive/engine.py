@@ -2,14 +2,15 @@
 
 `LLMEngine.step()` is one iteration: schedule, lay out micro-batches, run them through the stages, sample,
 and report the new tokens. Between two steps nothing is in flight — that is the safe point where the KV
-pool is resized (`resize_kv`), and where part 2 will switch layer ownership.
+pool is resized (`resize_kv`), and where a reconfiguration (`begin_reconfigure`, see `live_migration.py`)
+switches layer ownership.
 """
 
 from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,13 +18,22 @@ import torch
 
 from services.pipelive.block_pool import BlockPool, ResizeRefused
 from services.pipelive.config import EngineConfig, ModelConfig
+from services.pipelive.kv_patch import DEFAULT_DIRTY_THRESHOLD, DEFAULT_MAX_ROUNDS
+from services.pipelive.live_migration import ProcessReconfiguration, Reconfiguration
 from services.pipelive.metrics import EngineMetrics
 from services.pipelive.params import InvalidRequest, Limits, SamplingParams
 from services.pipelive.pipeline import start_pipeline
 from services.pipelive.plan import SequenceWork, build_plan
+from services.pipelive.reconfigure import (
+    ReconfigurationPlan,
+    ReconfigureRefused,
+    admission_refusal,
+    plan_reconfiguration,
+)
 from services.pipelive.sampling import sample_token
 from services.pipelive.scheduler import KVCacheManager, Request, ScheduledWork, Scheduler
 from services.pipelive.stage import StageSpec, StageStatus
+from services.pipelive.weight_store import HostWeightStore
 
 
 @dataclass(frozen=True)
@@ -95,10 +105,21 @@ class LLMEngine:
         checkpoint: str | Path | None = None,
         mode: str = "thread",
         metrics: EngineMetrics | None = None,
+        host_weights: bool = False,
     ) -> None:
         self.model = model
         self.config = engine or EngineConfig()
         self.metrics = metrics or EngineMetrics()
+        self.mode = mode
+        self.checkpoint = str(checkpoint) if checkpoint else None
+        # The host-memory copy of the weights that live reconfiguration copies moving layers from (in each
+        # stage process, on the process pipeline); without `host_weights` it is made on first use and reads
+        # each layer from disk (or the seed) when needed.
+        self.host_weights = host_weights
+        self._weight_store = (
+            HostWeightStore(model, self.checkpoint) if host_weights and mode == "thread" else None
+        )
+        self._reconfiguration: Reconfiguration | None = None
         self.layer_ranges = self.config.layer_ranges(model.num_hidden_layers)
         specs = [
             StageSpec(
@@ -108,6 +129,8 @@ class LLMEngine:
                 model,
                 self.config,
                 str(checkpoint) if checkpoint else None,
+                self.config.stage_budgets[index] if self.config.stage_budgets else None,
+                host_weights and mode == "process",
             )
             for index, layers in enumerate(self.layer_ranges)
         ]
@@ -170,6 +193,8 @@ class LLMEngine:
         Raises ResizeRefused with the reason when a stage's budget cannot hold it, or when shrinking would
         have to touch live blocks or leave a request without room to finish.
         """
+        if self._reconfiguration is not None:
+            raise ResizeRefused("a reconfiguration is in progress; resize the KV pool after it commits")
         per_chunk = self.config.blocks_per_chunk
         target_chunks = -(-max(0, target_blocks) // per_chunk)
         current = self.pool.num_chunks
@@ -202,6 +227,104 @@ class LLMEngine:
             self._stages = self.pipeline.control("release_chunks", chunk_ids=released)
             return ResizeResult(self.pool.num_total, released_chunks=released)
         return ResizeResult(self.pool.num_total)
+
+    def wanted_pool_blocks(self, capacity: int) -> int:
+        """The pool size to keep when `capacity` blocks fit: all of it, or the configured initial size."""
+        if self.config.initial_kv_blocks is None:
+            return capacity
+        per_chunk = self.config.blocks_per_chunk
+        return min(capacity, self.config.initial_kv_blocks // per_chunk * per_chunk)
+
+    # reconfiguration
+    def weight_store(self) -> HostWeightStore:
+        if self._weight_store is None:
+            self._weight_store = HostWeightStore(self.model, self.checkpoint, preload=False)
+        return self._weight_store
+
+    @property
+    def reconfiguring(self) -> bool:
+        return self._reconfiguration is not None
+
+    def plan_reconfiguration(
+        self, target: Sequence[range], method: str = "live", budgets: Sequence[int] | None = None
+    ) -> ReconfigurationPlan:
+        """The moves and memory plan of changing to `target` now (InvalidPartition for a bad one)."""
+        return plan_reconfiguration(
+            self.model,
+            self._stages,
+            target,
+            method,
+            gpu_memory_utilization=self.config.gpu_memory_utilization,
+            default_budget_bytes=self.config.stage_memory_bytes,
+            bytes_per_block_per_layer=self.config.block_size * self.model.kv_bytes_per_token_per_layer(),
+            layers_per_unit=self.config.layers_per_unit,
+            blocks_per_chunk=self.config.blocks_per_chunk,
+            pool_blocks=self.pool.num_total,
+            blocks_in_use=self.pool.num_used,
+            blocks_to_finish=self.scheduler.blocks_to_finish(),
+            budgets=budgets,
+        )
+
+    def begin_reconfigure(
+        self,
+        target: Sequence[range],
+        method: str = "live",
+        *,
+        budgets: Sequence[int] | None = None,
+        dirty_threshold: int = DEFAULT_DIRTY_THRESHOLD,
+        max_rounds: int = DEFAULT_MAX_ROUNDS,
+        before_switch: Callable[[Reconfiguration], None] | None = None,
+    ) -> Reconfiguration:
+        """Start changing the partition to `target` (call between steps, from the thread that steps).
+
+        Raises InvalidPartition for a partition or method that can never work, ReconfigureRefused when it
+        does not fit now (nothing is changed then). Otherwise the change proceeds at the following steps'
+        safe points; the returned object's `future` resolves to a ReconfigureResult at the commit, or to
+        ReconfigureFailed after a rollback.
+        """
+        if self._reconfiguration is not None:
+            raise ReconfigureRefused("a reconfiguration is already in progress")
+        plan = self.plan_reconfiguration(target, method, budgets)
+        if (
+            plan.method != "stop_and_redeploy"
+            and self.mode != "thread"
+            and len(plan.target) != len(plan.current)
+        ):
+            raise ReconfigureRefused(
+                f"method {plan.method!r} cannot add or remove stages of the process pipeline (its stages are "
+                "torch.distributed ranks); keep the number of stages, or use stop_and_redeploy"
+            )
+        if list(plan.target) == list(plan.current) and not budgets:
+            raise ReconfigureRefused("the engine already serves this partition")
+        reason = admission_refusal(plan)
+        if reason is None and plan.method in ("live", "stop_and_copy"):
+            keep = min(self.pool.num_chunks, plan.capacity_during // plan.blocks_per_chunk)
+            try:
+                self.pool.plan_shrink(self.pool.num_chunks - keep)
+            except ResizeRefused as error:
+                reason = f"the KV pool must shrink to {keep} chunks during the change: {error}"
+        if reason is not None:
+            raise ReconfigureRefused(reason)
+        kind = Reconfiguration if self.mode == "thread" else ProcessReconfiguration
+        reconfiguration = kind(
+            self,
+            plan,
+            budgets=list(budgets) if budgets else None,
+            dirty_threshold=dirty_threshold,
+            max_rounds=max_rounds,
+            before_switch=before_switch,
+        )
+        self._reconfiguration = reconfiguration
+        self._advance_reconfiguration()
+        return reconfiguration
+
+    def _advance_reconfiguration(self) -> None:
+        reconfiguration = self._reconfiguration
+        if reconfiguration is None:
+            return
+        reconfiguration.at_safe_point()
+        if reconfiguration.finished:
+            self._reconfiguration = None
 
     def _active(self) -> Iterable[Request]:
         return self.scheduler.requests.values()
@@ -243,6 +366,7 @@ class LLMEngine:
 
     # one iteration
     def step(self) -> list[TokenOutput]:
+        self._advance_reconfiguration()  # the safe point: nothing is in flight between two steps
         scheduled = self.scheduler.schedule()
         if not scheduled.work:
             self._report(0, 0, len(scheduled.preempted))
@@ -367,6 +491,8 @@ class LLMEngine:
         )
 
     def close(self) -> None:
+        if self._reconfiguration is not None:
+            self._reconfiguration.cancel()
         self.pipeline.close()
 
     def __enter__(self) -> LLMEngine:

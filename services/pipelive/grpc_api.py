@@ -1,7 +1,8 @@
-"""The `pipelive.v1.PipeLive` gRPC service: Generate (a token stream), Status, ResizeKvPool."""
+"""The `pipelive.v1.PipeLive` gRPC service: Generate (a token stream), Status, ResizeKvPool, Reconfigure."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
@@ -12,7 +13,15 @@ from protos.pipelive.v1 import pipelive_pb2_grpc as pb_grpc
 from services.pipelive.async_engine import AsyncEngine
 from services.pipelive.block_pool import ResizeRefused
 from services.pipelive.engine import EngineStatus, LLMEngine, ResizeResult
+from services.pipelive.live_migration import ReconfigureResult
 from services.pipelive.params import InvalidRequest, validate
+from services.pipelive.reconfigure import (
+    InvalidPartition,
+    ReconfigureFailed,
+    ReconfigureRefused,
+    validate_method,
+    validate_partition,
+)
 from services.pipelive.tokenizer import ByteTokenizer
 
 
@@ -112,3 +121,56 @@ class PipeLiveService(pb_grpc.PipeLiveServicer):
             added_chunks=result.added_chunks,
             released_chunks=result.released_chunks,
         )
+
+    async def Reconfigure(  # noqa: N802
+        self, request: pb.ReconfigureRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ReconfigureResponse:
+        engine = self.engine.engine
+        ranges = [range(stage.first_layer, stage.end_layer) for stage in request.stages]
+        budgets = list(request.budget_bytes) or None
+        try:
+            validate_partition(ranges, engine.model.num_hidden_layers)
+            method = validate_method(request.method)
+            if request.devices:
+                if len(request.devices) != len(ranges):
+                    raise InvalidPartition(
+                        "devices", f"give one device per stage ({len(ranges)}), not {len(request.devices)}"
+                    )
+                other = [d for d in request.devices if d and d != engine.config.device]
+                if other:
+                    raise InvalidPartition(
+                        "devices",
+                        f"device {other[0]!r}: this engine runs every stage on {engine.config.device!r}; "
+                        "moving a stage to another device is not supported yet",
+                    )
+        except InvalidPartition as error:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{error.field}: {error}")
+        try:
+            reconfiguration = await self.engine.call(
+                lambda llm: llm.begin_reconfigure(ranges, method, budgets=budgets)
+            )
+            result: ReconfigureResult = await asyncio.wrap_future(reconfiguration.future)
+        except InvalidPartition as error:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{error.field}: {error}")
+        except ReconfigureRefused as error:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(error))
+        except ReconfigureFailed as error:
+            await context.abort(grpc.StatusCode.ABORTED, str(error))
+        return reconfigure_response(result)
+
+
+def reconfigure_response(result: ReconfigureResult) -> pb.ReconfigureResponse:
+    return pb.ReconfigureResponse(
+        stages=[pb.LayerRange(first_layer=r.start, end_layer=r.stop) for r in result.stages],
+        method=result.method,
+        pause_ms=result.pause_ms,
+        total_ms=result.total_ms,
+        weight_bytes_copied=result.weight_bytes_copied,
+        kv_bytes_copied=result.kv_bytes_copied,
+        patch_rounds=result.patch_rounds,
+        final_dirty_blocks=result.final_dirty_blocks,
+        preempted=result.preempted,
+        dropped=result.dropped,
+        pause_kv_bytes=result.pause_kv_bytes,
+        dirty_blocks_per_round=result.dirty_per_round,
+    )

@@ -6,6 +6,11 @@ the keys and values of the k layers of a group, for one chunk of blocks, are one
 allocated and released whole (`add_chunk`, `release_chunk`), so the pool grows and shrinks without copying;
 a layer group can later be dropped or added on its own when layers move between stages.
 
+When layers move in (live reconfiguration), they get units of their own (`add_layers`); when layers move
+out (`drop_layers`), a unit's memory is released once none of its layers is left on the stage — a unit
+that keeps one staying layer keeps its memory, which is the price of stacking k layers (the paper's
+trade-off between KV utilization and how finely memory can be released).
+
 Addressing: physical slot `s` (from `BlockPool.slot_index`) holds token rows
 `s * block_size ... s * block_size + block_size - 1`;
 row `r` lives in chunk `r // rows_per_chunk` at local row `r % rows_per_chunk`.
@@ -68,22 +73,85 @@ class StageKVCache:
         self.block_size = block_size
         self.blocks_per_chunk = blocks_per_chunk
         self.rows_per_chunk = block_size * blocks_per_chunk
-        self.units = layer_units(layers, layers_per_unit)
+        self.layers_per_unit = layers_per_unit
+        # Unit u holds layers `units[u]`; a released unit leaves None, so unit indices stay stable.
+        self.units: list[range | None] = list(layer_units(layers, layers_per_unit))
         self.device = torch.device(device)
         self._unit_of_layer = {
-            layer: (u, layer - unit.start) for u, unit in enumerate(self.units) for layer in unit
+            layer: (u, layer - unit.start) for u, unit in enumerate(self.units) if unit for layer in unit
         }
-        self._chunks: dict[int, list[torch.Tensor]] = {}
+        self._chunks: dict[int, list[torch.Tensor | None]] = {}
 
     @property
     def bytes_per_block_per_layer(self) -> int:
         return self.block_size * self.config.kv_bytes_per_token_per_layer()
 
+    def layer_slots(self) -> int:
+        """Layers whose KV memory is allocated per block: every layer of every unit still held."""
+        return sum(len(unit) for unit in self.units if unit is not None)
+
+    def held_layers(self) -> list[int]:
+        """Layers whose KV this cache can be read and written for (owned and incoming)."""
+        return sorted(self._unit_of_layer)
+
     def chunk_nbytes(self) -> int:
-        return self.blocks_per_chunk * self.bytes_per_block_per_layer * len(self.layers)
+        return self.blocks_per_chunk * self.bytes_per_block_per_layer * self.layer_slots()
 
     def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for tensors in self._chunks.values() for t in tensors)
+        return sum(
+            t.numel() * t.element_size()
+            for tensors in self._chunks.values()
+            for t in tensors
+            if t is not None
+        )
+
+    def _new_unit(self, unit: range) -> torch.Tensor:
+        # Head-major rows: a gathered context is [kv_heads, tokens, head_dim], each head's rows contiguous,
+        # the layout attention wants, so no transposing copy follows the gather.
+        shape = (self.config.num_key_value_heads, self.rows_per_chunk, self.config.head_dim)
+        return torch.zeros((len(unit), 2, *shape), dtype=self.config.torch_dtype, device=self.device)
+
+    def add_layers(self, layers: range) -> None:
+        """Allocate units for incoming layers (k at a time) in every chunk; their KV starts as zeros."""
+        clash = [layer for layer in layers if layer in self._unit_of_layer]
+        if clash:
+            raise ValueError(f"layers {clash} already have KV on this stage")
+        for unit in layer_units(layers, self.layers_per_unit):
+            index = len(self.units)
+            self.units.append(unit)
+            for tensors in self._chunks.values():
+                tensors.append(self._new_unit(unit))
+            for layer in unit:
+                self._unit_of_layer[layer] = (index, layer - unit.start)
+
+    def drop_layers(self, layers: list[int]) -> int:
+        """Forget these layers' KV; release each unit none of whose layers is left. Returns bytes freed."""
+        before = self.nbytes()
+        for layer in layers:
+            del self._unit_of_layer[layer]
+        held = {unit for unit, _ in self._unit_of_layer.values()}
+        for index, unit in enumerate(self.units):
+            if unit is not None and index not in held:
+                self.units[index] = None
+                for tensors in self._chunks.values():
+                    tensors[index] = None
+        return before - self.nbytes()
+
+    def block_rows(self, slots: torch.Tensor) -> RowGroups:
+        """Every row of these physical slots (whole blocks), split by chunk."""
+        offsets = torch.arange(self.block_size)
+        rows = (slots.view(-1, 1) * self.block_size + offsets).reshape(-1)
+        return group_rows(rows, self.rows_per_chunk)
+
+    def read_rows(self, layer: int, rows: RowGroups) -> torch.Tensor:
+        """A copy of one layer's KV at these rows: [2, kv_heads, N, head_dim]."""
+        return self.gather(layer, rows).clone()
+
+    def write_rows(self, layer: int, rows: RowGroups, kv: torch.Tensor) -> None:
+        """Store [2, kv_heads, N, head_dim] (as `read_rows` returns it) at these rows of one layer."""
+        for chunk_id, positions, local in rows.groups:
+            part = kv if positions is None else kv.index_select(2, positions)
+            self._layer_view(chunk_id, layer).index_copy_(2, local, part.to(self.device))
 
     def chunk_ids(self) -> list[int]:
         return sorted(self._chunks)
@@ -91,13 +159,7 @@ class StageKVCache:
     def add_chunk(self, chunk_id: int) -> None:
         if chunk_id in self._chunks:
             raise ValueError(f"chunk {chunk_id} already exists on this stage")
-        # Head-major rows: a gathered context is [kv_heads, tokens, head_dim], each head's rows contiguous,
-        # the layout attention wants, so no transposing copy follows the gather.
-        shape = (self.config.num_key_value_heads, self.rows_per_chunk, self.config.head_dim)
-        self._chunks[chunk_id] = [
-            torch.zeros((len(unit), 2, *shape), dtype=self.config.torch_dtype, device=self.device)
-            for unit in self.units
-        ]
+        self._chunks[chunk_id] = [None if unit is None else self._new_unit(unit) for unit in self.units]
 
     def release_chunk(self, chunk_id: int) -> None:
         # Dropping the last reference frees the memory (on CUDA it returns to the caching allocator).
@@ -105,7 +167,9 @@ class StageKVCache:
 
     def _layer_view(self, chunk_id: int, layer: int) -> torch.Tensor:
         unit, index = self._unit_of_layer[layer]
-        return self._chunks[chunk_id][unit][index]  # [2, kv_heads, rows, head_dim]
+        tensor = self._chunks[chunk_id][unit]
+        assert tensor is not None
+        return tensor[index]  # [2, kv_heads, rows, head_dim]
 
     def write(self, layer: int, rows: RowGroups, key: torch.Tensor, value: torch.Tensor) -> None:
         """Store the new tokens' keys and values [N, kv_heads, head_dim] at their rows."""

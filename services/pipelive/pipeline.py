@@ -21,10 +21,12 @@ import threading
 from typing import Any
 
 import torch
+import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from controlplane.net import free_port
 from services.pipelive.plan import StepPlan
+from services.pipelive.process_migration import MigrationClient, StageMigrationServer
 from services.pipelive.stage import (
     ControlMessage,
     Message,
@@ -97,10 +99,14 @@ class ThreadPipeline(Pipeline):
     """Stages as threads of this process, linked by queues."""
 
     def __init__(self, specs: list[StageSpec]) -> None:
-        self.num_stages = len(specs)
         self.backend = "queue"
-        self.workers = [StageWorker(spec) for spec in specs]
-        self._queues: list[queue.Queue[Message]] = [queue.Queue() for _ in range(len(specs) + 1)]
+        self._link([StageWorker(spec) for spec in specs])
+        self._closed = False
+
+    def _link(self, workers: list[StageWorker]) -> None:
+        self.num_stages = len(workers)
+        self.workers = workers
+        self._queues: list[queue.Queue[Message]] = [queue.Queue() for _ in range(len(workers) + 1)]
         self._threads = []
         for index, worker in enumerate(self.workers):
             thread = threading.Thread(
@@ -111,7 +117,13 @@ class ThreadPipeline(Pipeline):
             )
             thread.start()
             self._threads.append(thread)
-        self._closed = False
+
+    def relink(self, workers: list[StageWorker]) -> None:
+        """Chain these workers instead (stages added or removed); only with nothing in flight."""
+        self.control("stop")
+        for thread in self._threads:
+            thread.join(timeout=10)
+        self._link(workers)
 
     def _send(self, message: Message) -> None:
         self._queues[0].put(message)
@@ -144,7 +156,10 @@ def _stage_process_main(spec: StageSpec, port: int, threads: int, backend: str) 
     rank, world = spec.index + 1, spec.num_stages + 1
     device = stage_device(spec.engine.device, spec.index)
     device_group = init_transport(rank, world, port, backend, device)
+    # The migration channel: a gloo group beside the inference chain, served on a thread of its own.
+    migration_group = dist.new_group(backend="gloo")
     worker = StageWorker(spec)
+    StageMigrationServer(worker, migration_group).start()
     previous, following = stage_links(rank, world, device_group, device)
     pending: PendingSend | None = None
 
@@ -186,6 +201,7 @@ class ProcessPipeline(Pipeline):
         for process in self._processes:
             process.start()
         init_transport(0, len(specs) + 1, port, self.backend)
+        self.migration = MigrationClient(dist.new_group(backend="gloo"))
         self._to_first, self._from_last = Link(1), Link(self.num_stages)
         self._pending: list[PendingSend] = []
         self._closed = False
@@ -205,6 +221,7 @@ class ProcessPipeline(Pipeline):
             return
         self._closed = True
         try:
+            self.migration.stop([index + 1 for index in range(self.num_stages)])
             self.control("stop")
         finally:
             close_transport()

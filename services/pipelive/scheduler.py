@@ -77,6 +77,11 @@ class KVCacheManager:
         table.extend(self.pool.allocate(missing))
         return True
 
+    def blocks_to_finish(self, request: Request) -> int:
+        """Blocks this request may still add before it reaches max_tokens."""
+        total = self.blocks_needed(len(request.prompt_token_ids) + request.params.max_tokens)
+        return max(0, total - len(self._tables.get(request.request_id, ())))
+
     def free(self, request: Request) -> None:
         table = self._tables.pop(request.request_id, None)
         if table:
@@ -120,6 +125,9 @@ class Scheduler:
         self.running: list[Request] = []
         self.requests: dict[str, Request] = {}
         self.num_preemptions = 0
+        # While a live reconfiguration holds the pool small, admit a request only if every running request
+        # can still finish, so that nobody is preempted (reconfigure.py admits the change on that basis).
+        self.reserve_for_running = False
 
     def add(self, request: Request) -> None:
         self.requests[request.request_id] = request
@@ -150,6 +158,8 @@ class Scheduler:
             while self.waiting and budget > 0 and len(self.running) < self.max_num_seqs:
                 request = self.waiting[0]
                 count = min(request.num_tokens - request.num_computed_tokens, budget)
+                if self.reserve_for_running and not self._leaves_room_to_finish(request):
+                    break
                 if not self.kv.allocate_slots(request, count):
                     break  # first come, first served: nobody overtakes the head of the queue
                 self.waiting.popleft()
@@ -160,6 +170,21 @@ class Scheduler:
                 work.append(ScheduledWork(request, count))
                 budget -= count
         return SchedulerOutput(work, preempted)
+
+    def blocks_to_finish(self) -> int:
+        """Blocks the running requests may still add before they all reach max_tokens."""
+        return sum(self.kv.blocks_to_finish(request) for request in self.running)
+
+    def _leaves_room_to_finish(self, request: Request) -> bool:
+        return self.kv.pool.num_free - self.kv.blocks_to_finish(request) >= self.blocks_to_finish()
+
+    def preempt_newest(self) -> Request | None:
+        """Preempt the most recently admitted running request (recompute later); None if none runs."""
+        if not self.running:
+            return None
+        victim = self.running.pop()
+        self._preempt(victim)
+        return victim
 
     def _preempt(self, request: Request) -> None:
         self.kv.free(request)

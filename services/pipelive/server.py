@@ -55,7 +55,10 @@ class PipeLiveServer:
             "num_stages": str(engine.num_stages),
         }
         self.metrics = PrometheusMetrics(model.name, cache_info)
-        llm = LLMEngine(model, engine, checkpoint=checkpoint, mode=mode, metrics=self.metrics)
+        # host_weights: keep the host-memory copy live reconfiguration copies moving layers from.
+        llm = LLMEngine(
+            model, engine, checkpoint=checkpoint, mode=mode, metrics=self.metrics, host_weights=True
+        )
         self.engine = AsyncEngine(llm)
         self._runner: web.AppRunner | None = None
         self._grpc: grpc.aio.Server | None = None

@@ -22,7 +22,9 @@ from services.pipelive.attention import PagedAttention
 from services.pipelive.checkpoint import load_stage_weights
 from services.pipelive.config import EngineConfig, ModelConfig
 from services.pipelive.kv_cache import StageKVCache
+from services.pipelive.kv_patch import DirtyBitmap
 from services.pipelive.model import (
+    LayerWeights,
     RotaryEmbedding,
     StageWeights,
     decoder_layer,
@@ -88,6 +90,7 @@ class StageStatus:
     bytes_per_block: int
     num_chunks: int
     max_blocks: int  # what the budget allows after weights, by vLLM's sizing rule
+    kv_units: tuple[tuple[int, int], ...] = ()  # the KV allocation units held, as [start, stop) layers
 
 
 @dataclass(frozen=True)
@@ -100,6 +103,8 @@ class StageSpec:
     model: ModelConfig
     engine: EngineConfig
     checkpoint: str | None = None
+    budget_bytes: int | None = None  # this stage's budget when it differs from engine.stage_memory_bytes
+    host_weights: bool = False  # a stage process keeps a host-memory copy of the model to receive layers from
 
 
 class StageWorker:
@@ -119,6 +124,11 @@ class StageWorker:
             else:
                 weights = seeded_stage_weights(self.config, spec.layers, self.first, self.last, self.device)
         self.weights = weights
+        # Live reconfiguration (reconfigure_stage.py): weights copied in ahead of the switch, and the
+        # dirty bitmap of the layers leaving this stage while their KV is pre-copied.
+        self.incoming_weights: dict[int, LayerWeights] = {}
+        self.incoming_head: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.dirty: DirtyBitmap | None = None
         self.rotary = RotaryEmbedding(self.config, self.device)
         self.cache = StageKVCache(
             self.config,
@@ -130,13 +140,26 @@ class StageWorker:
         )
 
     @property
+    def budget_bytes(self) -> int:
+        return self.spec.budget_bytes or self.spec.engine.stage_memory_bytes
+
+    @property
     def usable_bytes(self) -> int:
-        return int(self.spec.engine.stage_memory_bytes * self.spec.engine.gpu_memory_utilization)
+        return int(self.budget_bytes * self.spec.engine.gpu_memory_utilization)
+
+    def weight_bytes(self) -> int:
+        """Weights held: the stage's own, plus those copied in ahead of a switch."""
+        incoming = sum(layer.nbytes() for layer in list(self.incoming_weights.values()))
+        if self.incoming_head is not None:
+            incoming += sum(t.numel() * t.element_size() for t in self.incoming_head)
+        return self.weights.nbytes() + incoming
 
     def max_blocks(self) -> int:
         """vLLM's rule: what the budget leaves after weights over one block's KV in this stage's layers."""
-        per_block = self.cache.bytes_per_block_per_layer * len(self.spec.layers)
-        return max(0, (self.usable_bytes - self.weights.nbytes()) // per_block)
+        per_block = self.cache.bytes_per_block_per_layer * self.cache.layer_slots()
+        if per_block == 0:
+            return 2**40  # a stage holding no KV at all puts no bound on the pool
+        return max(0, (self.usable_bytes - self.weight_bytes()) // per_block)
 
     def status(self) -> StageStatus:
         return StageStatus(
@@ -144,14 +167,15 @@ class StageWorker:
             first_layer=self.spec.layers.start,
             end_layer=self.spec.layers.stop,
             device=str(self.device),
-            budget_bytes=self.spec.engine.stage_memory_bytes,
+            budget_bytes=self.budget_bytes,
             usable_bytes=self.usable_bytes,
-            weight_bytes=self.weights.nbytes(),
+            weight_bytes=self.weight_bytes(),
             kv_bytes=self.cache.nbytes(),
             chunk_bytes=self.cache.chunk_nbytes(),
-            bytes_per_block=self.cache.bytes_per_block_per_layer * len(self.spec.layers),
+            bytes_per_block=self.cache.bytes_per_block_per_layer * self.cache.layer_slots(),
             num_chunks=len(self.cache.chunk_ids()),
             max_blocks=self.max_blocks(),
+            kv_units=tuple((u.start, u.stop) for u in self.cache.units if u is not None),
         )
 
     @torch.inference_mode()
@@ -168,6 +192,9 @@ class StageWorker:
             hidden = decoder_layer(
                 self.config, self.weights.layers[layer], hidden, rotary, attention.for_layer(layer)
             )
+        if self.dirty is not None:
+            # Marked after the writes, so a block copied while being written is always copied again.
+            self.dirty.mark_rows(plan.write_rows)
         if self.last:
             return (
                 final_logits(self.config, self.weights, hidden[plan.sample_index.to(self.device)])
@@ -198,7 +225,7 @@ class StageWorker:
             return self.status()
         if command == "add_chunks":
             chunk_ids = list(args["chunk_ids"])
-            needed = self.weights.nbytes() + self.cache.nbytes() + len(chunk_ids) * self.cache.chunk_nbytes()
+            needed = self.weight_bytes() + self.cache.nbytes() + len(chunk_ids) * self.cache.chunk_nbytes()
             if needed > self.usable_bytes:
                 raise MemoryError(
                     f"stage {self.spec.index}: {len(chunk_ids)} more KV chunks need {needed} bytes, "
@@ -206,6 +233,18 @@ class StageWorker:
                 )
             for chunk_id in chunk_ids:
                 self.cache.add_chunk(chunk_id)
+            return self.status()
+        if command in ("reconf_prepare", "reconf_switch", "reconf_abort"):
+            # Process pipeline reconfiguration: each stage carries out its own part at the safe point.
+            from services.pipelive import process_migration
+
+            change = args["changes"][self.spec.index]
+            if command == "reconf_prepare":
+                process_migration.apply_prepare(self, change)
+            elif command == "reconf_switch":
+                process_migration.apply_switch(self, change, args["num_stages"])
+            else:
+                process_migration.apply_abort(self, change)
             return self.status()
         if command == "release_chunks":
             for chunk_id in args["chunk_ids"]:

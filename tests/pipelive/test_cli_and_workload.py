@@ -92,3 +92,34 @@ def test_committed_pipelive_generated_code_is_fresh(tmp_path: Path) -> None:
     for fresh in generated:
         committed = REPO / fresh.relative_to(tmp_path)
         assert committed.read_bytes() == fresh.read_bytes(), f"{committed} is stale: run `make protos`"
+
+
+def test_reconfigure_benchmark_layouts_bound_the_pool_as_it_says() -> None:
+    from services.pipelive import bench_reconfigure as bench
+    from services.pipelive.config import EngineConfig
+    from services.pipelive.engine import LLMEngine
+
+    base = EngineConfig(num_stages=2, block_size=16, blocks_per_chunk=8, layers_per_unit=2, device="cpu")
+    budgets = bench.stage_budgets(bench.BENCH_MODEL, base, small_blocks=48, large_blocks=192)
+    pools = {}
+    for name, layout in bench.LAYOUTS.items():
+        config = EngineConfig(
+            num_stages=2,
+            layer_split=tuple(len(r) for r in layout),
+            stage_budgets=budgets,
+            block_size=16,
+            blocks_per_chunk=8,
+            layers_per_unit=2,
+            device="cpu",
+        )
+        with LLMEngine(bench.BENCH_MODEL, config) as engine:
+            pools[name] = engine.pool.num_total
+    assert pools["prefill_optimal"] == 48 and pools["decode_optimal"] == 192
+    assert 48 < pools["balanced"] < 192
+    phases = bench.paper_phases(0.25, 12.0, 4.0, 2.0)
+    assert [(p.prompt_tokens, p.output_tokens) for p in phases] == [(128, 4), (32, 128)]
+    trace = bench.build_trace(phases, 256, None, seed=1)
+    assert trace == bench.build_trace(phases, 256, None, seed=1)  # same trace for every method
+    heavy = [item for item in trace if item.phase == "prefill_heavy"]
+    assert heavy and all(item.arrival < 12.0 for item in heavy)
+    assert all(item.arrival >= 12.0 for item in trace if item.phase == "decode_heavy")

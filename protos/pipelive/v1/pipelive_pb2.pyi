@@ -139,7 +139,7 @@ class ReconfigureRequest(_message.Message):
     def __init__(self, stages: _Optional[_Iterable[_Union[LayerRange, _Mapping]]] = ..., method: _Optional[str] = ..., devices: _Optional[_Iterable[str]] = ..., budget_bytes: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class ReconfigureResponse(_message.Message):
-    __slots__ = ("stages", "method", "pause_ms", "total_ms", "weight_bytes_copied", "kv_bytes_copied", "patch_rounds", "final_dirty_blocks", "preempted", "dropped")
+    __slots__ = ("stages", "method", "pause_ms", "total_ms", "weight_bytes_copied", "kv_bytes_copied", "patch_rounds", "final_dirty_blocks", "preempted", "dropped", "pause_kv_bytes", "dirty_blocks_per_round")
     STAGES_FIELD_NUMBER: _ClassVar[int]
     METHOD_FIELD_NUMBER: _ClassVar[int]
     PAUSE_MS_FIELD_NUMBER: _ClassVar[int]
@@ -150,6 +150,8 @@ class ReconfigureResponse(_message.Message):
     FINAL_DIRTY_BLOCKS_FIELD_NUMBER: _ClassVar[int]
     PREEMPTED_FIELD_NUMBER: _ClassVar[int]
     DROPPED_FIELD_NUMBER: _ClassVar[int]
+    PAUSE_KV_BYTES_FIELD_NUMBER: _ClassVar[int]
+    DIRTY_BLOCKS_PER_ROUND_FIELD_NUMBER: _ClassVar[int]
     stages: _containers.RepeatedCompositeFieldContainer[LayerRange]
     method: str
     pause_ms: float
@@ -160,4 +162,6 @@ class ReconfigureResponse(_message.Message):
     final_dirty_blocks: int
     preempted: int
     dropped: int
-    def __init__(self, stages: _Optional[_Iterable[_Union[LayerRange, _Mapping]]] = ..., method: _Optional[str] = ..., pause_ms: _Optional[float] = ..., total_ms: _Optional[float] = ..., weight_bytes_copied: _Optional[int] = ..., kv_bytes_copied: _Optional[int] = ..., patch_rounds: _Optional[int] = ..., final_dirty_blocks: _Optional[int] = ..., preempted: _Optional[int] = ..., dropped: _Optional[int] = ...) -> None: ...
+    pause_kv_bytes: int
+    dirty_blocks_per_round: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, stages: _Optional[_Iterable[_Union[LayerRange, _Mapping]]] = ..., method: _Optional[str] = ..., pause_ms: _Optional[float] = ..., total_ms: _Optional[float] = ..., weight_bytes_copied: _Optional[int] = ..., kv_bytes_copied: _Optional[int] = ..., patch_rounds: _Optional[int] = ..., final_dirty_blocks: _Optional[int] = ..., preempted: _Optional[int] = ..., dropped: _Optional[int] = ..., pause_kv_bytes: _Optional[int] = ..., dirty_blocks_per_round: _Optional[_Iterable[int]] = ...) -> None: ...

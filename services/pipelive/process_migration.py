@@ -1,0 +1,251 @@
+"""Live reconfiguration of the process pipeline: stage-side steps and the migration channel between processes.
+
+In the process pipeline the driver cannot reach a stage's tensors, so every step of a reconfiguration
+is a message:
+
+* at safe points, control commands travel the inference chain like any other (`reconf_prepare`,
+  `reconf_switch`, `reconf_abort`), each stage carrying out its own part (`apply_prepare` and friends);
+* in the background, migration tasks travel a second gloo process group, the migration channel, beside
+  the inference traffic. Each stage process runs a `StageMigrationServer` thread on it; the driver sends it
+  tasks (copy incoming weights from the host copy, count dirty blocks, send or receive moving KV, read KV
+  for a check) and waits for the replies. KV goes stage to stage directly on that group.
+
+The driver runs one transfer at a time on the channel, a source and its target each told their half
+before either reply is awaited, so two stages sending to each other cannot block one another.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import threading
+from dataclasses import replace
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from services.pipelive.kv_patch import DirtyBitmap
+from services.pipelive.weight_store import HostWeightStore, copy_layer_to
+
+log = logging.getLogger(__name__)
+
+
+# Every message is one fixed-size frame when it fits (one gloo round instead of a size and then the data):
+# in the pause each message costs about a millisecond on a busy machine.
+FRAME_BYTES = 4096
+FRAME_LONGS = 512
+
+
+def send_object(value: Any, peer: int, group: Any) -> None:
+    """A pickled object to `peer` on the migration group (its own helper: the inference chain's is apart)."""
+    payload = pickle.dumps(value, protocol=5)
+    frame = bytearray(FRAME_BYTES)
+    frame[:8] = len(payload).to_bytes(8, "little")
+    head = payload[: FRAME_BYTES - 8]
+    frame[8 : 8 + len(head)] = head
+    dist.send(torch.frombuffer(frame, dtype=torch.uint8), peer, group=group)
+    if len(payload) > len(head):
+        rest = bytearray(payload[len(head) :])
+        dist.send(torch.frombuffer(rest, dtype=torch.uint8), peer, group=group)
+
+
+def receive_object(peer: int, group: Any) -> Any:
+    frame = torch.empty(FRAME_BYTES, dtype=torch.uint8)
+    dist.recv(frame, peer, group=group)
+    raw = frame.numpy().tobytes()
+    size = int.from_bytes(raw[:8], "little")
+    payload = raw[8 : 8 + min(size, FRAME_BYTES - 8)]
+    if size > FRAME_BYTES - 8:
+        rest = torch.empty(size - (FRAME_BYTES - 8), dtype=torch.uint8)
+        dist.recv(rest, peer, group=group)
+        payload += rest.numpy().tobytes()
+    return pickle.loads(payload)
+
+
+def send_longs(values: torch.Tensor, peer: int, group: Any) -> None:
+    """A 1-d long tensor of any length: its length and up to FRAME_LONGS - 1 values in one frame."""
+    frame = torch.zeros(FRAME_LONGS, dtype=torch.long)
+    head = values[: FRAME_LONGS - 1]
+    frame[0] = values.numel()
+    frame[1 : 1 + head.numel()] = head
+    dist.send(frame, peer, group=group)
+    if values.numel() > head.numel():
+        dist.send(values[head.numel() :].contiguous(), peer, group=group)
+
+
+def receive_longs(peer: int, group: Any) -> torch.Tensor:
+    frame = torch.empty(FRAME_LONGS, dtype=torch.long)
+    dist.recv(frame, peer, group=group)
+    count = int(frame[0])
+    values = frame[1 : 1 + min(count, FRAME_LONGS - 1)].clone()
+    if count > FRAME_LONGS - 1:
+        rest = torch.empty(count - (FRAME_LONGS - 1), dtype=torch.long)
+        dist.recv(rest, peer, group=group)
+        values = torch.cat([values, rest])
+    return values
+
+
+# stage side: the parts of a reconfiguration carried out by control commands at safe points
+def apply_prepare(worker: Any, change: dict[str, Any]) -> None:
+    from services.pipelive.reconfigure import _contiguous_runs
+
+    for run in _contiguous_runs(change["incoming"]):
+        worker.cache.add_layers(run)
+    if change["outgoing"]:
+        worker.dirty = DirtyBitmap(change["outgoing"], worker.spec.engine.block_size)
+
+
+def apply_switch(worker: Any, change: dict[str, Any], num_stages: int) -> None:
+    worker.dirty = None
+    for layer in change["incoming"]:
+        worker.weights.layers[layer] = worker.incoming_weights.pop(layer)
+    for layer in change["outgoing"]:
+        del worker.weights.layers[layer]
+    worker.cache.drop_layers(list(change["outgoing"]))
+    if change["becomes_last"]:
+        worker.weights.final_norm, worker.weights.lm_head = worker.incoming_head
+        worker.incoming_head = None
+    if change["stops_being_last"]:
+        worker.weights.final_norm = worker.weights.lm_head = None
+    budget = change["budget_bytes"] if change["budget_bytes"] is not None else worker.spec.budget_bytes
+    target = change["target"]
+    worker.spec = replace(worker.spec, num_stages=num_stages, layers=target, budget_bytes=budget)
+    worker.first = worker.spec.index == 0
+    worker.last = worker.spec.index == num_stages - 1
+    worker.cache.layers = target
+
+
+def apply_abort(worker: Any, change: dict[str, Any]) -> None:
+    worker.dirty = None
+    worker.incoming_weights.clear()
+    worker.incoming_head = None
+    held = [layer for layer in change["incoming"] if layer in worker.cache.held_layers()]
+    if held:
+        worker.cache.drop_layers(held)
+
+
+class StageMigrationServer:
+    """A stage process's end of the migration channel: carries out the driver's tasks on a thread."""
+
+    def __init__(self, worker: Any, group: Any) -> None:
+        self.worker = worker
+        self.group = group
+        self._store: HostWeightStore | None = None
+        self._thread = threading.Thread(target=self._serve, name="pipelive-migration", daemon=True)
+
+    def start(self) -> StageMigrationServer:
+        self._thread.start()
+        return self
+
+    def _serve(self) -> None:
+        if self.worker.spec.host_weights:
+            # Read the whole model into host memory now, off the inference path, so that layers moving
+            # here later are copied from memory rather than read from disk.
+            self._store = HostWeightStore(self.worker.config, self.worker.spec.checkpoint, preload=True)
+        while True:
+            task, args = receive_object(0, self.group)
+            if task == "stop":
+                send_object(("ok", None), 0, self.group)
+                return
+            try:
+                reply = ("ok", getattr(self, f"_task_{task}")(**args))
+            except Exception as error:  # noqa: BLE001 - the driver rolls back
+                log.exception("migration task %s failed", task)
+                reply = ("error", f"{type(error).__name__}: {error}")
+            send_object(reply, 0, self.group)
+
+    def _task_load_weights(self, layers: list[int], head: bool, checkpoint: str | None) -> int:
+        worker = self.worker
+        if self._store is None:
+            # Each stage process reads what it receives from the checkpoint or the seed (the disk fallback).
+            self._store = HostWeightStore(worker.config, checkpoint, preload=False)
+        copied = 0
+        for layer in layers:
+            weights = copy_layer_to(self._store.layer(layer), worker.config.torch_dtype, worker.device)
+            worker.incoming_weights[layer] = weights
+            copied += weights.nbytes()
+        if head:
+            norm, lm_head = self._store.head()
+            dtype = worker.config.torch_dtype
+            worker.incoming_head = (
+                norm.to(worker.device, dtype, copy=True),
+                lm_head.to(worker.device, dtype, copy=True),
+            )
+            copied += sum(t.numel() * t.element_size() for t in worker.incoming_head)
+        return copied
+
+    def _task_count(self, layers: list[int]) -> int:
+        return self.worker.dirty.count(layers)
+
+    def _task_send(self, layers: list[int], peer: int, slots: list[int] | None) -> tuple[int, int]:
+        """Send these slots (None: the dirty ones, taken) of `layers` to `peer`: (bytes, blocks)."""
+        cache = self.worker.cache
+        chosen = self.worker.dirty.take(layers) if slots is None else torch.tensor(slots, dtype=torch.long)
+        send_longs(chosen, peer, self.group)
+        if chosen.numel() == 0:
+            return 0, 0
+        rows = cache.block_rows(chosen)
+        # The migration group is gloo, so KV travels through host memory even between GPU stages.
+        data = torch.stack([cache.read_rows(layer, rows) for layer in layers]).cpu()
+        dist.send(data.contiguous(), peer, group=self.group)
+        return data.numel() * data.element_size(), int(chosen.numel())
+
+    def _task_receive(self, layers: list[int], peer: int) -> int:
+        cache = self.worker.cache
+        slots = receive_longs(peer, self.group)
+        if slots.numel() == 0:
+            return 0
+        rows = cache.block_rows(slots)
+        config = self.worker.config
+        shape = (len(layers), 2, config.num_key_value_heads, rows.count, config.head_dim)
+        data = torch.empty(shape, dtype=config.torch_dtype)
+        dist.recv(data, peer, group=self.group)
+        for index, layer in enumerate(layers):
+            cache.write_rows(layer, rows, data[index])
+        return data.numel() * data.element_size()
+
+    def _task_read(self, layers: list[int], slots: list[int]) -> torch.Tensor:
+        cache = self.worker.cache
+        rows = cache.block_rows(torch.tensor(slots, dtype=torch.long))
+        return torch.stack([cache.read_rows(layer, rows) for layer in layers]).cpu()
+
+
+class MigrationClient:
+    """The driver's end: one task at a time per call, replies checked."""
+
+    def __init__(self, group: Any) -> None:
+        self.group = group
+        self._lock = threading.Lock()
+
+    def call(self, rank: int, task: str, **args: Any) -> Any:
+        with self._lock:
+            send_object((task, args), rank, self.group)
+            return self._reply(rank, task)
+
+    def _reply(self, rank: int, task: str) -> Any:
+        status, value = receive_object(rank, self.group)
+        if status != "ok":
+            raise RuntimeError(f"stage {rank - 1}: migration task {task} failed: {value}")
+        return value
+
+    def transfer(
+        self, source_rank: int, target_rank: int, layers: list[int], slots: list[int] | None
+    ) -> tuple[int, int]:
+        """Move KV of `layers` at `slots` (None: the source's dirty set, taken) from source to target;
+        returns (bytes, blocks) once the target has written them."""
+        with self._lock:
+            send_object(
+                ("send", {"layers": layers, "peer": target_rank, "slots": slots}), source_rank, self.group
+            )
+            send_object(("receive", {"layers": layers, "peer": source_rank}), target_rank, self.group)
+            sent, blocks = self._reply(source_rank, "send")
+            self._reply(target_rank, "receive")
+            return int(sent), int(blocks)
+
+    def stop(self, ranks: list[int]) -> None:
+        with self._lock:
+            for rank in ranks:
+                send_object(("stop", {}), rank, self.group)
+            for rank in ranks:
+                receive_object(rank, self.group)
