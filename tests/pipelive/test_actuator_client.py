@@ -1,6 +1,6 @@
-"""The PipeLive actuator over real gRPC: Reconfigure against a loopback server that records the request
-(the engine's Reconfigure lands in another branch; the end-to-end test against it is added at merge), and
-the inventory read from a real PipeLive server's Status and /metrics."""
+"""The PipeLive actuator over real gRPC: Reconfigure against a loopback server that records the request (what
+goes on the wire), against the real engine (the layout changes, a refusal changes nothing), and the inventory
+read from a real PipeLive server's Status and /metrics."""
 
 import asyncio
 
@@ -16,6 +16,7 @@ from protos.pipelive.v1 import pipelive_pb2 as pb
 from protos.pipelive.v1 import pipelive_pb2_grpc as pb_grpc
 from services.pipelive.actuator_client import PipeLiveActuator, PipeLiveTarget
 from telemetry import GraphSnapshot
+from tests.pipelive.reconf_support import MODEL8, config
 from tests.pipelive.support import TINY, engine_config, running_pipelive
 
 
@@ -186,3 +187,29 @@ def test_the_inventory_comes_from_a_real_pipelive_status_and_its_vllm_metrics() 
 def test_two_targets_may_not_share_a_name(bad) -> None:
     with pytest.raises(ValueError, match="share a name"):
         PipeLiveActuator([PipeLiveTarget(bad[0], "127.0.0.1:1"), PipeLiveTarget(bad[1], "127.0.0.1:2")])
+
+
+def test_the_actuator_reconfigures_the_real_engine_and_reports_a_refusal() -> None:
+    # 2.25 MiB per stage: four layers' weights (~1.3 MB) and their KV fit, five fit, seven do not.
+    with running_pipelive(MODEL8, config(stage_memory_bytes=9 * 2**18)) as running:
+
+        async def scenario():
+            actuator = PipeLiveActuator([PipeLiveTarget("llm", running.grpc_target)], timeout_seconds=60)
+            try:
+                before = await actuator.inventory()
+                moved = await actuator.apply(ReconfigurePipeline(target="llm", layers_per_stage=(3, 5)))
+                after = await actuator.inventory()
+                # Seven layers' weights alone (~2.3 MB) leave no room for KV in the first stage's budget.
+                refused = await actuator.apply(ReconfigurePipeline(target="llm", layers_per_stage=(7, 1)))
+                unchanged = await actuator.inventory()
+            finally:
+                await actuator.close()
+            return before, moved, after, refused, unchanged
+
+        before, moved, after, refused, unchanged = asyncio.run(scenario())
+    assert before.pipelines["llm"].layers_per_stage == (4, 4)
+    assert moved.ok, moved.detail
+    assert "stages now [0-2, 3-7] by live" in moved.detail
+    assert after.pipelines["llm"].layers_per_stage == (3, 5)
+    assert unchanged.pipelines["llm"].layers_per_stage == (3, 5)
+    assert not refused.ok and "FAILED_PRECONDITION" in refused.detail and "stage 0" in refused.detail
