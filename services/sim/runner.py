@@ -32,11 +32,6 @@ from telemetry import ModelConfig, TelemetryModel
 # The model's window in the simulator: long enough for stable percentiles at a few hundred requests per
 # second, short enough that a controller sees a change within seconds (the default 60 s suits production).
 SIM_WINDOW_SECONDS = 15.0
-# How long a span waits for its parent or its callee (the model's default, 10 s, suits exporters that
-# batch for seconds). The simulator exports every span in the second it ends, so 5 s loses no link unless
-# a request takes longer than that, and a call that got no answer shows on its edge 5-10 s after it
-# failed, not 10-20.
-SIM_LINK_TTL_SECONDS = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,9 +73,7 @@ async def run_scenario(
     def clock() -> float:
         return base + sim.now
 
-    model = TelemetryModel(
-        ModelConfig(window_seconds=SIM_WINDOW_SECONDS, link_ttl_seconds=SIM_LINK_TTL_SECONDS), clock=clock
-    )
+    model = TelemetryModel(ModelConfig(window_seconds=SIM_WINDOW_SECONDS), clock=clock)
     if registry is None:
         registry = default_registry
         registry.discover()
