@@ -15,7 +15,6 @@ requests, reconfigurations and seconds of unavailability.
 
 from __future__ import annotations
 
-import heapq
 import math
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -23,18 +22,15 @@ from typing import Any
 
 from controlplane.actions import Action, ReconfigurePipeline
 from controlplane.actuator import Actuator, Outcome
-from controlplane.controllers_config import load_controllers
-from controlplane.guardrails import GuardrailConfig
-from controlplane.registry import ControllerRegistry, default_registry
-from controlplane.runtime import ControlLoop
+from controlplane.registry import ControllerRegistry
 from controlplane.store import DecisionStore
 from controlplane.view import DeviceInventory, Inventory, PipelineInventory, StageInventory
 from services.sim.pipeline import GIB, DeviceSpec, PipelineRecorder, PipelineSim
 from services.sim.results import RunScore, score
 from services.sim.scenario import Event, Scenario
+from services.sim.timeline import EventTimeline, Undo, simulated_control_loop
 from telemetry import ModelConfig, TelemetryModel
 
-Undo = Callable[[], None]
 # Where the simulated clock starts, as the microservice simulator's.
 BASE_UNIX = 1_700_000_000.0
 
@@ -169,33 +165,15 @@ async def run_pipeline_scenario(
         return BASE_UNIX + sim.now
 
     model = TelemetryModel(ModelConfig(window_seconds=15.0), clock=clock)
-    if registry is None:
-        registry = default_registry
-        registry.discover()
     actuator = PipelineSimActuator(sim)
     store = DecisionStore(str(decision_store))
-    loop = ControlLoop(
-        model,
-        load_controllers(dict(controllers), registry),
-        actuator,
-        store,
-        GuardrailConfig(),
-        tick_seconds=scenario.tick_seconds,
-        clock=clock,
-    )
+    loop = simulated_control_loop(model, controllers, registry, actuator, store, scenario.tick_seconds, clock)
     rates = scenario.rate_curve()
-    events = list(scenario.events)
-    undo: list[tuple[float, int, Undo]] = []
+    timeline = EventTimeline(scenario.events, lambda event: apply_pipeline_event(sim, event))
     tick_every = max(1, round(scenario.tick_seconds))
     try:
         for second in range(len(rates)):
-            while events and events[0].at <= second:
-                event = events.pop(0)
-                revert = apply_pipeline_event(sim, event)
-                if revert is not None and event.duration is not None:
-                    heapq.heappush(undo, (event.at + event.duration, len(undo), revert))
-            while undo and undo[0][0] <= second:
-                heapq.heappop(undo)[2]()
+            timeline.advance(second)
             applied_before = actuator.applied
             sim.schedule_arrivals(float(second), rates[second])
             sim.run_until(second + 1.0)

@@ -10,16 +10,12 @@ The model and the loop read the simulator's clock, so the controllers' periods a
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from controlplane.controllers_config import load_controllers
-from controlplane.guardrails import GuardrailConfig
-from controlplane.registry import ControllerRegistry, default_registry
-from controlplane.runtime import ControlLoop
+from controlplane.registry import ControllerRegistry
 from controlplane.store import DecisionStore
 from services.sim.actuator import SimActuator
 from services.sim.app import load_app
@@ -27,6 +23,7 @@ from services.sim.engine import Simulator
 from services.sim.events import apply_event
 from services.sim.results import RunRecorder, RunScore, score
 from services.sim.scenario import Scenario
+from services.sim.timeline import EventTimeline, simulated_control_loop
 from telemetry import ModelConfig, TelemetryModel
 
 # The model's window in the simulator: long enough for stable percentiles at a few hundred requests per
@@ -74,33 +71,15 @@ async def run_scenario(
         return base + sim.now
 
     model = TelemetryModel(ModelConfig(window_seconds=SIM_WINDOW_SECONDS), clock=clock)
-    if registry is None:
-        registry = default_registry
-        registry.discover()
     actuator = SimActuator(sim)
     store = DecisionStore(str(decision_store))
-    loop = ControlLoop(
-        model,
-        load_controllers(dict(controllers), registry),
-        actuator,
-        store,
-        GuardrailConfig(),
-        tick_seconds=scenario.tick_seconds,
-        clock=clock,
-    )
+    loop = simulated_control_loop(model, controllers, registry, actuator, store, scenario.tick_seconds, clock)
     rates = scenario.rate_curve()
-    events = list(scenario.events)
-    undo: list[tuple[float, int, Callable[[], None]]] = []
+    timeline = EventTimeline(scenario.events, lambda event: apply_event(sim, event))
     tick_every = max(1, round(scenario.tick_seconds))
     try:
         for second in range(len(rates)):
-            while events and events[0].at <= second:
-                event = events.pop(0)
-                revert = apply_event(sim, event)
-                if revert is not None and event.duration is not None:
-                    heapq.heappush(undo, (event.at + event.duration, len(undo), revert))
-            while undo and undo[0][0] <= second:
-                heapq.heappop(undo)[2]()
+            timeline.advance(second)
             sim.place_pending()
             applied_before = actuator.applied
             sim.schedule_arrivals(float(second), rates[second])
