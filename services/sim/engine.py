@@ -206,7 +206,7 @@ class Simulator:
     def _dispatch(
         self, trace: int, request: RequestType, arrival: float, state: ServiceState, parent: Visit | None
     ) -> None:
-        # The hot path: one call per visit, so the common cases of admit() and _delay() are inlined.
+        # The hot path: one call per visit, so the common case of admit() is inlined.
         visit = Visit(trace, request, arrival, state, parent)
         visit.span_id = self._next_span
         self._next_span += 1
@@ -222,17 +222,7 @@ class Simulator:
             return
         visit.replica = replica
         state.in_flight += 1
-        target = replica.node
-        if parent is None or target is None:
-            delay = self._local_delay
-        else:
-            source = parent.replica.node
-            if source is target or source is None:
-                delay = self._local_delay
-            elif self.links:
-                delay = self._delay(source, target)
-            else:
-                delay = self._network_delay
+        delay = self._delay(parent.replica.node if parent is not None else None, replica.node)
         self._sequence += 1
         heappush(self._heap, (now + delay, self._sequence, self._arrive, visit))
 
@@ -263,17 +253,18 @@ class Simulator:
 
     def _delay(self, source: Node | None, target: Node | None) -> float:
         """One-way delay in seconds between two nodes (None: the client, next to the entry)."""
-        cluster = self.cluster
         if source is None or target is None or source is target:
-            return cluster.local_network_ms / 1000.0
+            return self._local_delay
+        if not self.links:
+            return self._network_delay
+        cluster = self.cluster
         delay = cluster.network_ms
-        if self.links:
-            pair = (source.name, target.name) if source.name < target.name else (target.name, source.name)
-            extra = self.links.get(pair)
-            if extra is not None:
-                delay += extra[0]
-                if extra[1] and self.rng.random() < extra[1]:
-                    delay += cluster.retransmit_ms
+        pair = (source.name, target.name) if source.name < target.name else (target.name, source.name)
+        extra = self.links.get(pair)
+        if extra is not None:
+            delay += extra[0]
+            if extra[1] and self.rng.random() < extra[1]:
+                delay += cluster.retransmit_ms
         return delay / 1000.0
 
     def _arrive(self, visit: Visit) -> None:
@@ -360,13 +351,7 @@ class Simulator:
         if parent is None:
             self._answered(visit)
             return
-        source, target = replica.node, parent.replica.node
-        if source is target or source is None or target is None:
-            delay = self._local_delay
-        elif self.links:
-            delay = self._delay(source, target)
-        else:
-            delay = self._network_delay
+        delay = self._delay(replica.node, parent.replica.node)
         self._sequence += 1
         heappush(self._heap, (now + delay, self._sequence, self._answered, visit))
 
