@@ -247,6 +247,8 @@ class LocalProcessActuator(Actuator):
         behaviour = runtime.versions.get(version) or Version(version)
         port = free_port()
         startup = self.app.services[runtime.name].startup_seconds if self.spec_startup and not warm else 0.0
+        # One moment for both clocks: the replica's readiness deadline and the measured start-up time.
+        launched = time.monotonic()
         arguments = [
             "--ready-at", repr(time.time() + startup),
             "--app", str(self.app_path),
@@ -264,15 +266,15 @@ class LocalProcessActuator(Actuator):
         process = processes.start_module("services.live.replica", arguments, self._log_path(replica_id))
         replica = LiveReplica(replica_id, runtime.name, version, port, process, replaces=replaces or None)
         runtime.replicas.append(replica)
-        task = asyncio.create_task(self._become_ready(runtime, replica))
+        task = asyncio.create_task(self._become_ready(runtime, replica, launched))
         self._waiting.add(task)
         task.add_done_callback(self._waiting.discard)
         return replica
 
-    async def _become_ready(self, runtime: ServiceRuntime, replica: LiveReplica) -> None:
+    async def _become_ready(self, runtime: ServiceRuntime, replica: LiveReplica, launched: float) -> None:
         assert self._session is not None
         took = await processes.wait_until_healthy(
-            replica.process, replica.port, self._session, READY_TIMEOUT_SECONDS + 60.0
+            replica.process, replica.port, self._session, READY_TIMEOUT_SECONDS + 60.0, started=launched
         )
         if replica not in runtime.replicas:
             return  # stopped while starting

@@ -79,10 +79,18 @@ class Startup:
 
 
 async def wait_until_healthy(
-    process: subprocess.Popen, port: int, session: ClientSession, timeout_seconds: float = 60.0
+    process: subprocess.Popen,
+    port: int,
+    session: ClientSession,
+    timeout_seconds: float = 60.0,
+    started: float | None = None,
 ) -> Startup | None:
-    """Poll `GET /healthz` on `port` until it answers 200; None if the process exits or time runs out."""
-    started = time.monotonic()
+    """Poll `GET /healthz` on `port` until it answers 200; None if the process exits or time runs out.
+
+    Times count from `started` (a `time.monotonic()` reading taken before the process was launched), or from
+    the call when it is not given.
+    """
+    started = time.monotonic() if started is None else started
     answering: float | None = None
     url = f"http://127.0.0.1:{port}{HEALTH_PATH}"
     while time.monotonic() - started < timeout_seconds:
