@@ -44,6 +44,12 @@ def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[
         "--model", help="preset (tiny, small, bench, 300m), JSON config, or Llama safetensors dir"
     )
     serve.add_argument("--stages", type=int, default=1, help="pipeline stages")
+    serve.add_argument(
+        "--max-stages",
+        type=int,
+        help="process mode: stage processes to start, those past --stages on standby, so that Reconfigure "
+        "can add stages live up to this many (default: --stages)",
+    )
     serve.add_argument("--layer-split", type=_int_list, help="layers per stage, e.g. 3,5 (default: even)")
     serve.add_argument("--mode", choices=["thread", "process"], default="process", help="stage workers")
     serve.add_argument("--stage-memory", type=parse_bytes, default="1GiB", help="memory budget per stage")
@@ -154,6 +160,7 @@ def _serve(args: argparse.Namespace) -> int:
         max_model_len=args.max_model_len,
         threads_per_stage=args.threads_per_stage,
         transport_backend=args.transport_backend,
+        max_stages=args.max_stages,
     )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     server = PipeLiveServer(model, engine, checkpoint=checkpoint, mode=args.mode)

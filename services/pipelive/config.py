@@ -201,6 +201,9 @@ class EngineConfig:
     threads_per_stage: int | None = None  # torch threads of a stage process; default: (cores - 1) / stages
     device: str = field(default_factory=lambda: "cuda" if torch.cuda.is_available() else "cpu")
     transport_backend: str = "auto"  # process mode: "nccl" between stages on distinct GPUs, else "gloo"
+    # Process mode: stage processes started, the ones past num_stages on standby, so that live
+    # reconfiguration can add stages up to this many (a stage is a torch.distributed rank, fixed at start).
+    max_stages: int | None = None
 
     def __post_init__(self) -> None:
         if self.num_stages < 1:
@@ -222,6 +225,10 @@ class EngineConfig:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
+        if self.max_stages is not None and self.max_stages < self.num_stages:
+            raise ValueError(
+                f"max_stages ({self.max_stages}) must be at least num_stages ({self.num_stages})"
+            )
         if self.transport_backend not in ("auto", "gloo", "nccl"):
             raise ValueError(
                 f"transport_backend must be 'auto', 'gloo' or 'nccl', not {self.transport_backend!r}"

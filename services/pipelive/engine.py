@@ -134,7 +134,7 @@ class LLMEngine:
             )
             for index, layers in enumerate(self.layer_ranges)
         ]
-        self.pipeline = start_pipeline(specs, mode, self.config.threads_per_stage)
+        self.pipeline = start_pipeline(specs, mode, self.config.threads_per_stage, self.config.max_stages)
         try:
             self.pool = BlockPool(self.config.blocks_per_chunk)
             self._stages = self.pipeline.control("status")
@@ -285,14 +285,12 @@ class LLMEngine:
         if self._reconfiguration is not None:
             raise ReconfigureRefused("a reconfiguration is already in progress")
         plan = self.plan_reconfiguration(target, method, budgets)
-        if (
-            plan.method != "stop_and_redeploy"
-            and self.mode != "thread"
-            and len(plan.target) != len(plan.current)
-        ):
+        standing = getattr(self.pipeline, "max_stages", None)  # process pipeline: processes started
+        if plan.method != "stop_and_redeploy" and standing is not None and len(plan.target) > standing:
             raise ReconfigureRefused(
-                f"method {plan.method!r} cannot add or remove stages of the process pipeline (its stages are "
-                "torch.distributed ranks); keep the number of stages, or use stop_and_redeploy"
+                f"method {plan.method!r} cannot grow the process pipeline to {len(plan.target)} stages: it "
+                f"started {standing} stage processes (stages are torch.distributed ranks, fixed at start); "
+                "start it with more (EngineConfig.max_stages, --max-stages), or use stop_and_redeploy"
             )
         if list(plan.target) == list(plan.current) and not budgets:
             raise ReconfigureRefused("the engine already serves this partition")

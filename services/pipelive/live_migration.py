@@ -20,7 +20,7 @@ micro-batch in flight — until it commits or rolls back. Its `future` then hold
 
 On the in-process (thread) pipeline the driver reaches the stages directly (`Reconfiguration`); on the
 process pipeline the same steps are control commands and migration-channel tasks
-(`ProcessReconfiguration`, `process_migration.py`), and the number of stages cannot change live there.
+(`ProcessReconfiguration`, `process_migration.py`), where stages are added from standby processes.
 """
 
 from __future__ import annotations
@@ -126,6 +126,7 @@ class Reconfiguration:
         self._cancel = threading.Event()
         self._error: BaseException | None = None
         self._lock = threading.Lock()  # guards the byte counters the background thread adds to
+        self._joined: list[int] = []  # process pipeline: standby stages given a worker for this change
 
     @property
     def finished(self) -> bool:
@@ -251,20 +252,24 @@ class Reconfiguration:
             if stage.outgoing:
                 worker.dirty = DirtyBitmap(stage.outgoing, engine.config.block_size)
 
-    def _standby_worker(self, index: int, target: range) -> StageWorker:
-        """A new stage: no layers yet, KV chunks matching the pool (units come with its incoming layers)."""
+    def _new_stage_spec(self, index: int, target: range) -> StageSpec:
+        """A new stage before the switch: no layers yet (its layers come with the switch), not the last."""
         engine = self.engine
-        spec = StageSpec(
+        return StageSpec(
             index,
-            index + 2,  # not the last stage until the switch says so
+            index + 2,
             range(target.start, target.start),
             engine.model,
             engine.config,
             engine.checkpoint,
             self.budgets[index] if self.budgets else None,
+            engine.host_weights and engine.mode == "process",
         )
-        worker = StageWorker(spec, weights=StageWeights(layers={}))
-        for chunk_id in engine.pool.chunk_ids():
+
+    def _standby_worker(self, index: int, target: range) -> StageWorker:
+        """A new stage: no layers yet, KV chunks matching the pool (units come with its incoming layers)."""
+        worker = StageWorker(self._new_stage_spec(index, target), weights=StageWeights(layers={}))
+        for chunk_id in self.engine.pool.chunk_ids():
             worker.cache.add_chunk(chunk_id)
         return worker
 
@@ -493,7 +498,12 @@ class Reconfiguration:
             )
             for index, layers in enumerate(plan.target)
         ]
-        engine.pipeline = start_pipeline(specs, engine.mode, engine.config.threads_per_stage)
+        engine.pipeline = start_pipeline(
+            specs,
+            engine.mode,
+            engine.config.threads_per_stage,
+            max(engine.config.max_stages or 0, len(specs)),
+        )
         engine.pool.shrink(engine.pool.num_chunks)
         engine._stages = engine.pipeline.control("status")
         engine.layer_ranges = list(plan.target)
@@ -530,13 +540,17 @@ def _ranges(ranges: tuple[range, ...]) -> str:
 class ProcessReconfiguration(Reconfiguration):
     """The same steps on the process pipeline: control commands at safe points, migration tasks between.
 
-    Stages keep their processes (and torch.distributed ranks), so the number of stages cannot change here.
+    Stages keep their processes (and torch.distributed ranks); an added stage is a standby process the
+    pipeline started for the purpose, a removed one goes back on standby.
     """
 
     def _client(self) -> MigrationClient:
+        return self._pipeline().migration
+
+    def _pipeline(self) -> ProcessPipeline:
         pipeline = self.engine.pipeline
         assert isinstance(pipeline, ProcessPipeline)
-        return pipeline.migration
+        return pipeline
 
     def _stage_changes(self) -> dict[int, dict[str, Any]]:
         return {
@@ -547,12 +561,30 @@ class ProcessReconfiguration(Reconfiguration):
                 "becomes_last": stage.becomes_last,
                 "stops_being_last": stage.stops_being_last,
                 "budget_bytes": self.budgets[stage.index] if self.budgets else None,
+                "passes_on_to_retiring": stage.becomes_last
+                and len(self.plan.target) < len(self.plan.current),
             }
             for stage in self.plan.stages
         }
 
+    def _new_stages(self) -> list[int]:
+        return [stage.index for stage in self.plan.stages if stage.current is None]
+
     def _prepare_stages(self) -> None:
-        self.engine.pipeline.control("reconf_prepare", changes=self._stage_changes())
+        changes = self._stage_changes()
+        self.engine.pipeline.control("reconf_prepare", changes=changes)
+        chunk_ids = self.engine.pool.chunk_ids()
+        for index in self._new_stages():
+            target = self.plan.stages[index].target
+            assert target is not None
+            self._joined.append(index)
+            self._client().call(
+                index + 1,
+                "join",
+                spec=self._new_stage_spec(index, target),
+                chunk_ids=chunk_ids,
+                change=changes[index],
+            )
 
     def _copy_weights(self) -> None:
         client = self._client()
@@ -591,13 +623,23 @@ class ProcessReconfiguration(Reconfiguration):
 
     def _switch_stages(self) -> None:
         engine, plan = self.engine, self.plan
-        engine._stages = engine.pipeline.control(
-            "reconf_switch", changes=self._stage_changes(), num_stages=len(plan.target)
-        )
+        pipeline = self._pipeline()
+        if self._new_stages():
+            # Into the chain first: each then waits for the switch from the stage before it.
+            self._client().call_each([index + 1 for index in self._new_stages()], "enter_chain")
+        engine._stages = pipeline.switch(len(plan.target), changes=self._stage_changes())
         engine.layer_ranges = list(plan.target)
+        engine.num_microbatches = engine.config.num_microbatches or len(plan.target)
 
     def _rollback_stages(self) -> None:
-        self.engine.pipeline.control("reconf_abort", changes=self._stage_changes())
+        changes = self._stage_changes()
+        self.engine.pipeline.control(
+            "reconf_abort",
+            changes={index: change for index, change in changes.items() if index < len(self.plan.current)},
+        )
+        for index in self._joined:
+            self._client().call(index + 1, "leave")
+        self._joined = []
 
     def compare_moved_kv(self) -> tuple[int, int]:
         client = self._client()

@@ -18,6 +18,7 @@ import abc
 import os
 import queue
 import threading
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -150,32 +151,48 @@ def default_threads_per_stage(num_stages: int) -> int:
     return max(1, ((os.cpu_count() or 1) - 1) // num_stages)
 
 
-def _stage_process_main(spec: StageSpec, port: int, threads: int, backend: str) -> None:
-    """Entry point of a stage process: join the groups, build the stage, run the loop until stopped."""
+def _stage_process_main(
+    spec: StageSpec, port: int, threads: int, backend: str, world: int, standby: bool
+) -> None:
+    """Entry point of a stage process: join the groups, build the stage (unless on standby), and run it in
+    the chain until the pipeline stops; a stage that retires goes back on standby."""
     torch.set_num_threads(threads)
-    rank, world = spec.index + 1, spec.num_stages + 1
+    rank = spec.index + 1
     device = stage_device(spec.engine.device, spec.index)
     device_group = init_transport(rank, world, port, backend, device)
     # The migration channel: a gloo group beside the inference chain, served on a thread of its own.
     migration_group = dist.new_group(backend="gloo")
-    worker = StageWorker(spec)
-    StageMigrationServer(worker, migration_group).start()
-    previous, following = stage_links(rank, world, device_group, device)
+    server = StageMigrationServer(None if standby else StageWorker(spec), migration_group, spec).start()
+    previous, to_next = stage_links(rank, world, device_group, device)
+    to_driver = Link(0)
+    try:
+        worker = server.worker if server.worker is not None else server.next_worker()
+        while worker is not None:
+            _serve_chain(worker, previous, to_next, to_driver)
+            if not worker.retired:
+                return  # stopped
+            server.retire(worker)
+            worker = server.next_worker()
+    finally:
+        close_transport()
+
+
+def _serve_chain(worker: StageWorker, previous: Link, to_next: Link, to_driver: Link) -> None:
     pending: PendingSend | None = None
 
     def send(message: Message) -> None:
         nonlocal pending
+        link = to_driver if worker.last else to_next
+        if worker.forward_once:  # the switch goes on to the stages retiring after this one
+            link, worker.forward_once = to_next, False
         if pending is not None:
             # one send in flight: the stage computes the next micro-batch while this one travels
             pending.wait()
-        pending = send_message(message, following)
+        pending = send_message(message, link)
 
-    try:
-        run_stage_loop(worker, lambda: receive_message(previous), send)
-        if pending is not None:
-            pending.wait()
-    finally:
-        close_transport()
+    run_stage_loop(worker, lambda: receive_message(previous), send)
+    if pending is not None:
+        pending.wait()
 
 
 class ProcessPipeline(Pipeline):
@@ -183,24 +200,37 @@ class ProcessPipeline(Pipeline):
 
     The backend for activations between stages is NCCL when every stage is on its own CUDA device, else
     gloo (`transport.select_backend`; `EngineConfig.transport_backend` overrides). torch.distributed has
-    one default group per process, so one process can drive one such pipeline at a time.
+    one default group per process, so one process can drive one such pipeline at a time. `max_stages`
+    processes are started; those past the stage count wait on standby for a reconfiguration to add them.
     """
 
-    def __init__(self, specs: list[StageSpec], threads_per_stage: int | None = None) -> None:
+    def __init__(
+        self, specs: list[StageSpec], threads_per_stage: int | None = None, max_stages: int | None = None
+    ) -> None:
         self.num_stages = len(specs)
+        self.max_stages = max(max_stages or 0, len(specs))
         engine = specs[0].engine
-        devices = [stage_device(engine.device, spec.index) for spec in specs]
+        devices = [stage_device(engine.device, index) for index in range(self.max_stages)]
         self.backend = choose_backend(devices, engine.transport_backend)
         port = free_port()
         threads = threads_per_stage or default_threads_per_stage(len(specs))
+        world = self.max_stages + 1
+        standby = [
+            replace(specs[-1], index=index, num_stages=index + 2, layers=range(0, 0), budget_bytes=None)
+            for index in range(len(specs), self.max_stages)
+        ]
         context = mp.get_context("spawn")
         self._processes = [
-            context.Process(target=_stage_process_main, args=(spec, port, threads, self.backend), daemon=True)
-            for spec in specs
+            context.Process(
+                target=_stage_process_main,
+                args=(spec, port, threads, self.backend, world, spec.index >= len(specs)),
+                daemon=True,
+            )
+            for spec in specs + standby
         ]
         for process in self._processes:
             process.start()
-        init_transport(0, len(specs) + 1, port, self.backend)
+        init_transport(0, world, port, self.backend)
         self.migration = MigrationClient(dist.new_group(backend="gloo"))
         self._to_first, self._from_last = Link(1), Link(self.num_stages)
         self._pending: list[PendingSend] = []
@@ -216,12 +246,22 @@ class ProcessPipeline(Pipeline):
         self._pending = []
         return message
 
+    def switch(self, num_stages: int, **args: Any) -> list[Any]:
+        """The `reconf_switch` command, after which `num_stages` stages serve; returns the serving stages'
+        replies. Its reply comes from the last stage of the longer chain: stages removed pass it on as
+        they retire, stages added (let into the chain beforehand) receive it from the old last stage."""
+        self._from_last = Link(max(num_stages, self.num_stages))
+        replies = self.control("reconf_switch", num_stages=num_stages, **args)
+        self._from_last = Link(num_stages)
+        self.num_stages = num_stages
+        return [reply for reply in replies if reply is not None]
+
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
         try:
-            self.migration.stop([index + 1 for index in range(self.num_stages)])
+            self.migration.stop([index + 1 for index in range(self.max_stages)])
             self.control("stop")
         finally:
             close_transport()
@@ -232,11 +272,15 @@ class ProcessPipeline(Pipeline):
 
 
 def start_pipeline(
-    specs: list[StageSpec], mode: str = "thread", threads_per_stage: int | None = None
+    specs: list[StageSpec],
+    mode: str = "thread",
+    threads_per_stage: int | None = None,
+    max_stages: int | None = None,
 ) -> Pipeline:
-    """`mode` is "thread" (stages in this process) or "process" (one process per stage, torch.distributed)."""
+    """`mode` is "thread" (stages in this process) or "process" (one process per stage, torch.distributed,
+    `max_stages` processes of which those past `len(specs)` on standby)."""
     if mode == "thread":
         return ThreadPipeline(specs)
     if mode == "process":
-        return ProcessPipeline(specs, threads_per_stage)
+        return ProcessPipeline(specs, threads_per_stage, max_stages)
     raise ValueError(f"pipeline mode must be 'thread' or 'process', not {mode!r}")

@@ -12,12 +12,21 @@ is a message:
 
 The driver runs one transfer at a time on the channel, a source and its target each told their half
 before either reply is awaited, so two stages sending to each other cannot block one another.
+
+Stages are torch.distributed ranks, fixed when the pipeline starts, so the pipeline starts
+`max_stages` stage processes and keeps those past the current stage count on standby: a standby process
+serves the migration channel but is not in the inference chain. Adding a stage gives a standby process
+a worker over the channel (`join`: an empty stage with the pool's chunks and KV units for its incoming
+layers), fills it like any other target, and lets it into the chain at the switch (`enter_chain`): the
+stage before it, no longer the last, passes the switch on to it. Removing a stage retires it at the
+switch: it passes the switch on, drops its worker and goes back on standby.
 """
 
 from __future__ import annotations
 
 import logging
 import pickle
+import queue
 import threading
 from dataclasses import replace
 from typing import Any
@@ -26,6 +35,7 @@ import torch
 import torch.distributed as dist
 
 from services.pipelive.kv_patch import DirtyBitmap
+from services.pipelive.model import StageWeights
 from services.pipelive.weight_store import HostWeightStore, copy_layer_to
 
 log = logging.getLogger(__name__)
@@ -98,6 +108,9 @@ def apply_prepare(worker: Any, change: dict[str, Any]) -> None:
 
 def apply_switch(worker: Any, change: dict[str, Any], num_stages: int) -> None:
     worker.dirty = None
+    if change["target"] is None:
+        worker.retired = True  # removed: the stage loop passes the switch on and returns
+        return
     for layer in change["incoming"]:
         worker.weights.layers[layer] = worker.incoming_weights.pop(layer)
     for layer in change["outgoing"]:
@@ -114,6 +127,8 @@ def apply_switch(worker: Any, change: dict[str, Any], num_stages: int) -> None:
     worker.first = worker.spec.index == 0
     worker.last = worker.spec.index == num_stages - 1
     worker.cache.layers = target
+    # The chain got shorter: the stages after this one retire, and learn so from this same message.
+    worker.forward_once = change["passes_on_to_retiring"]
 
 
 def apply_abort(worker: Any, change: dict[str, Any]) -> None:
@@ -126,26 +141,44 @@ def apply_abort(worker: Any, change: dict[str, Any]) -> None:
 
 
 class StageMigrationServer:
-    """A stage process's end of the migration channel: carries out the driver's tasks on a thread."""
+    """A stage process's end of the migration channel: carries out the driver's tasks on a thread.
 
-    def __init__(self, worker: Any, group: Any) -> None:
+    `worker` is None while the process is on standby; `join` gives it one and `enter_chain` hands that
+    to the process's main thread (`next_worker`), which runs it in the inference chain.
+    """
+
+    def __init__(self, worker: Any, group: Any, spec: Any) -> None:
         self.worker = worker
         self.group = group
+        self.spec = spec
         self._store: HostWeightStore | None = None
+        self._chain: queue.Queue[Any] = queue.Queue()
+        self._lock = threading.Lock()  # `worker` is set here and cleared by the main thread on retiring
         self._thread = threading.Thread(target=self._serve, name="pipelive-migration", daemon=True)
 
     def start(self) -> StageMigrationServer:
         self._thread.start()
         return self
 
+    def retire(self, worker: Any) -> None:
+        """The main thread's stage has left the chain: back on standby (unless a new one joined already)."""
+        with self._lock:
+            if self.worker is worker:
+                self.worker = None
+
+    def next_worker(self) -> Any:
+        """Block until the driver lets a worker into the chain; None when the pipeline stops."""
+        return self._chain.get()
+
     def _serve(self) -> None:
-        if self.worker.spec.host_weights:
+        if self.spec.host_weights:
             # Read the whole model into host memory now, off the inference path, so that layers moving
             # here later are copied from memory rather than read from disk.
-            self._store = HostWeightStore(self.worker.config, self.worker.spec.checkpoint, preload=True)
+            self._store = HostWeightStore(self.spec.model, self.spec.checkpoint, preload=True)
         while True:
             task, args = receive_object(0, self.group)
             if task == "stop":
+                self._chain.put(None)  # a standby process's main thread waits for this
                 send_object(("ok", None), 0, self.group)
                 return
             try:
@@ -155,11 +188,34 @@ class StageMigrationServer:
                 reply = ("error", f"{type(error).__name__}: {error}")
             send_object(reply, 0, self.group)
 
+    def _task_join(self, spec: Any, chunk_ids: list[int], change: dict[str, Any]) -> None:
+        """A new stage on this standby process: no layers yet, the pool's chunks, units for what comes."""
+        from services.pipelive.stage import StageWorker
+
+        worker = StageWorker(spec, weights=StageWeights(layers={}))
+        for chunk_id in chunk_ids:
+            worker.cache.add_chunk(chunk_id)
+        apply_prepare(worker, change)
+        with self._lock:
+            if self.worker is not None and not self.worker.retired:
+                raise RuntimeError(f"stage process {spec.index} is serving, not on standby")
+            self.worker = worker
+
+    def _task_enter_chain(self) -> None:
+        if self.worker is None:
+            raise RuntimeError("no stage to enter the chain: join first")
+        self._chain.put(self.worker)
+
+    def _task_leave(self) -> None:
+        """Undo `join` (a reconfiguration rolled back before its switch): back on standby."""
+        with self._lock:
+            self.worker = None
+
     def _task_load_weights(self, layers: list[int], head: bool, checkpoint: str | None) -> int:
         worker = self.worker
         if self._store is None:
             # Each stage process reads what it receives from the checkpoint or the seed (the disk fallback).
-            self._store = HostWeightStore(worker.config, checkpoint, preload=False)
+            self._store = HostWeightStore(self.spec.model, checkpoint, preload=False)
         copied = 0
         for layer in layers:
             weights = copy_layer_to(self._store.layer(layer), worker.config.torch_dtype, worker.device)
@@ -222,6 +278,13 @@ class MigrationClient:
         with self._lock:
             send_object((task, args), rank, self.group)
             return self._reply(rank, task)
+
+    def call_each(self, ranks: list[int], task: str, **args: Any) -> list[Any]:
+        """The same task on several stages: every one is told before any reply is awaited."""
+        with self._lock:
+            for rank in ranks:
+                send_object((task, args), rank, self.group)
+            return [self._reply(rank, task) for rank in ranks]
 
     def _reply(self, rank: int, task: str) -> Any:
         status, value = receive_object(rank, self.group)

@@ -124,11 +124,16 @@ class StageWorker:
             else:
                 weights = seeded_stage_weights(self.config, spec.layers, self.first, self.last, self.device)
         self.weights = weights
-        # Live reconfiguration (reconfigure_stage.py): weights copied in ahead of the switch, and the
+        # Live reconfiguration (live_migration.py): weights copied in ahead of the switch, and the
         # dirty bitmap of the layers leaving this stage while their KV is pre-copied.
         self.incoming_weights: dict[int, LayerWeights] = {}
         self.incoming_head: tuple[torch.Tensor, torch.Tensor] | None = None
         self.dirty: DirtyBitmap | None = None
+        # Process pipeline: a stage removed by a reconfiguration retires (its process goes back on
+        # standby); a stage that becomes the last passes the switch on once more, to the stage retiring
+        # after it, before it starts answering the driver.
+        self.retired = False
+        self.forward_once = False
         self.rotary = RotaryEmbedding(self.config, self.device)
         self.cache = StageKVCache(
             self.config,
@@ -245,7 +250,7 @@ class StageWorker:
                 process_migration.apply_switch(self, change, args["num_stages"])
             else:
                 process_migration.apply_abort(self, change)
-            return self.status()
+            return None if self.retired else self.status()
         if command == "release_chunks":
             for chunk_id in args["chunk_ids"]:
                 self.cache.release_chunk(chunk_id)
@@ -256,9 +261,9 @@ class StageWorker:
 def run_stage_loop(
     worker: StageWorker, receive: Callable[[], Message], send: Callable[[Message], None]
 ) -> None:
-    """Handle messages until a `stop` command has passed through."""
+    """Handle messages until a `stop` command has passed through or the stage has retired."""
     while True:
         message = receive()
         send(worker.handle(message))
-        if isinstance(message, ControlMessage) and message.command == "stop":
+        if worker.retired or (isinstance(message, ControlMessage) and message.command == "stop"):
             return

@@ -197,6 +197,25 @@ def test_a_failure_before_the_switch_rolls_back_and_the_old_layout_serves(tmp_pa
         assert after.stages == before.stages and after.kv.total_blocks == before.kv.total_blocks
 
 
+def test_a_process_stage_added_by_a_failed_change_goes_back_on_standby(tmp_path, expected) -> None:  # noqa: ANN001
+    checkpoint = write_checkpoint(MODEL8, tmp_path / "ckpt")
+    grown = [range(0, 3), range(3, 6), range(6, 8)]
+    settings = config(threads_per_stage=1, max_stages=3)
+    with LLMEngine(MODEL8, settings, checkpoint=checkpoint, mode="process") as engine:
+        before = engine.status()
+        shutil.rmtree(checkpoint)  # the new stage cannot read its layers
+        outputs, reconfiguration = run_with_reconfiguration(engine, lambda e: e.begin_reconfigure(grown))
+        with pytest.raises(ReconfigureFailed, match="rolled back; 0-3,4-7 still serves"):
+            reconfiguration.future.result()
+        assert outputs == expected
+        after = engine.status()
+        assert after.stages == before.stages and after.kv.total_blocks == before.kv.total_blocks
+        write_checkpoint(MODEL8, checkpoint)  # the same seeded weights again: now the stage can join
+        outputs, reconfiguration = run_with_reconfiguration(engine, lambda e: e.begin_reconfigure(grown))
+        assert reconfiguration.future.result().preempted == 0 and outputs == expected
+        assert [(s.first_layer, s.end_layer) for s in engine.status().stages] == [(0, 3), (3, 6), (6, 8)]
+
+
 def test_dirty_bitmap_tracks_layers_and_slots() -> None:
     bitmap = DirtyBitmap([5, 6, 7], block_size=4)
     bitmap.mark_rows(torch.tensor([0, 1, 9, 40]))  # slots 0, 2, 10
@@ -254,7 +273,7 @@ def test_two_stages_migrating_to_each_other_do_not_deadlock() -> None:
 def test_live_on_the_process_pipeline_over_the_migration_channel(expected: list[list[int]]) -> None:
     compared: list[tuple[int, int]] = []
     with LLMEngine(MODEL8, config(threads_per_stage=1), mode="process") as engine:
-        with pytest.raises(ReconfigureRefused, match="cannot add or remove stages of the process pipeline"):
+        with pytest.raises(ReconfigureRefused, match="started 2 stage processes"):
             engine.begin_reconfigure([range(0, 2), range(2, 5), range(5, 8)])
         outputs, reconfiguration = run_with_reconfiguration(
             engine,
@@ -270,6 +289,42 @@ def test_live_on_the_process_pipeline_over_the_migration_channel(expected: list[
         assert [(s.first_layer, s.end_layer) for s in stages] == [(0, 3), (3, 8)]
         assert [s.kv_units for s in stages] == [((0, 4),), ((4, 8), (3, 4))]  # unit 0-3 keeps layers 0-2
         assert engine.generate([PROMPTS[1]], SamplingParams(max_tokens=24)) == [expected[1]]
+
+
+def test_the_process_pipeline_adds_stages_from_standby_and_retires_removed_ones(
+    expected: list[list[int]],
+) -> None:
+    # Four stage processes, two serving: grow to four, shrink to one, grow to two again (a retired process
+    # serving anew), each live while requests run.
+    sequence = [
+        [range(0, 2), range(2, 4), range(4, 6), range(6, 8)],
+        [range(0, 8)],
+        [range(0, 5), range(5, 8)],
+    ]
+    with LLMEngine(MODEL8, config(threads_per_stage=1, max_stages=4), mode="process") as engine:
+        processes = list(engine.pipeline._processes)  # type: ignore[attr-defined]
+        assert len(processes) == 4 and len(engine.status().stages) == 2
+        for target in sequence:
+            compared: list[tuple[int, int]] = []
+            outputs, reconfiguration = run_with_reconfiguration(
+                engine,
+                lambda e, target=target, compared=compared: e.begin_reconfigure(
+                    target, before_switch=lambda change: compared.append(change.compare_moved_kv())
+                ),
+            )
+            result = reconfiguration.future.result()
+            assert outputs == expected, target
+            assert len(compared) == 1 and compared[0][0] > 0 and compared[0][1] == 0
+            assert result.preempted == 0 and engine.scheduler.num_preemptions == 0
+            stages = engine.status().stages
+            assert [(s.first_layer, s.end_layer) for s in stages] == [(r.start, r.stop) for r in target]
+            assert [s.index for s in stages] == list(range(len(target)))
+            held = [layer for s in stages for unit in s.kv_units for layer in range(*unit)]
+            assert set(held) >= set(range(8))  # every layer's KV is held (units may keep a departed layer)
+            assert engine.generate([PROMPTS[1]], SamplingParams(max_tokens=24)) == [expected[1]]
+        with pytest.raises(ReconfigureRefused, match="started 4 stage processes"):
+            engine.begin_reconfigure([range(0, 1), range(1, 2), range(2, 3), range(3, 4), range(4, 8)])
+    assert all(not process.is_alive() for process in processes)
 
 
 def test_closing_the_engine_mid_reconfiguration_fails_its_future() -> None:
