@@ -621,13 +621,87 @@ class ProcessReconfiguration(Reconfiguration):
         client = self._client()
         return sum(client.call(t.source + 1, "count", layers=list(t.layers)) for t in self.plan.transfers)
 
-    def _switch_stages(self) -> None:
+    def _switch(self) -> None:
+        """The pause, with the final dirty copy riding the chain instead of the migration channel: the
+        chain is already idle at the safe point, and one pass through it costs what one message per stage
+        costs, where the channel would take a request and a reply per transfer and stage.
+
+        Transfers towards a later stage are carried by the switch itself (a source attaches its last dirty
+        blocks as the switch passes, the target writes them before it switches). Transfers towards an
+        earlier stage take one more pass first, whose data comes back to the driver and rides the switch.
+        With a `before_switch` hook (which must see the copy complete but nothing switched) the copy passes
+        come first and the switch carries nothing.
+        """
+        started = time.perf_counter()
+        transfers = {
+            index: (t.source, t.target, list(t.layers)) for index, t in enumerate(self.plan.transfers)
+        }
+        written: dict[int, tuple[int, int]] = {}
+        hook_ms = 0.0
+        if self.before_switch is None:
+            backward = {index: t for index, t in transfers.items() if t[1] < t[0]}
+            kv = self._carry(transfers, backward, {}, written) if backward else {}
+            forward = {index: t for index, t in transfers.items() if index not in backward}
+            self.state = "switching"  # stages change hands from here: a failure can no longer roll back
+            self._switch_stages(transfers=transfers, carry=forward, kv=kv, written=written)
+        else:
+            kv = self._carry(transfers, transfers, {}, written)
+            in_chain = {index: d for index, d in kv.items() if transfers[index][1] < len(self.plan.current)}
+            if in_chain:  # towards earlier stages
+                self._carry(transfers, {}, in_chain, written)
+            for index, (slots, data) in kv.items():
+                if index not in in_chain:  # towards a stage not in the chain yet
+                    source, target, layers = transfers[index]
+                    size = self._client().call(target + 1, "write", layers=layers, slots=slots, data=data)
+                    written[index] = (int(slots.numel()), size)
+            hook_started = time.perf_counter()
+            self.before_switch(self)
+            hook_ms = (time.perf_counter() - hook_started) * 1000
+            self.state = "switching"
+            self._switch_stages()
+        self.result.final_dirty_blocks = sum(blocks for blocks, _ in written.values())
+        self._add_kv(sum(size for _, size in written.values()), pause=True)
+        self.result.pause_ms = (time.perf_counter() - started) * 1000 - hook_ms
+
+    def _carry(
+        self,
+        transfers: dict[int, tuple[int, int, list[int]]],
+        carry: dict[int, tuple[int, int, list[int]]],
+        kv: dict[int, Any],
+        written: dict[int, tuple[int, int]],
+    ) -> dict[int, Any]:
+        """One `reconf_copy` pass (`process_migration.apply_carry`); returns the data still undelivered."""
+        message = self._pipeline().control_message(
+            "reconf_copy", transfers=transfers, carry=carry, kv=kv, written={}
+        )
+        written.update(message.args["written"])
+        return message.args["kv"]
+
+    def _switch_stages(
+        self,
+        transfers: dict[int, tuple[int, int, list[int]]] | None = None,
+        carry: dict[int, tuple[int, int, list[int]]] | None = None,
+        kv: dict[int, Any] | None = None,
+        written: dict[int, tuple[int, int]] | None = None,
+    ) -> None:
         engine, plan = self.engine, self.plan
         pipeline = self._pipeline()
         if self._new_stages():
             # Into the chain first: each then waits for the switch from the stage before it.
             self._client().call_each([index + 1 for index in self._new_stages()], "enter_chain")
-        engine._stages = pipeline.switch(len(plan.target), changes=self._stage_changes())
+        message = pipeline.switch(
+            len(plan.target),
+            changes=self._stage_changes(),
+            transfers=transfers or {},
+            carry=carry or {},
+            kv=kv or {},
+            written={},
+        )
+        if message.args["kv"]:
+            raise RuntimeError(f"final KV of transfers {sorted(message.args['kv'])} reached no target")
+        if written is not None:
+            written.update(message.args["written"])
+        engine._stages = [reply for reply in message.replies if reply is not None]
         engine.layer_ranges = list(plan.target)
         engine.num_microbatches = engine.config.num_microbatches or len(plan.target)
 

@@ -85,12 +85,17 @@ class Pipeline(abc.ABC):
 
     def control(self, command: str, **args: Any) -> list[Any]:
         """Run a command on every stage in order; returns each stage's reply."""
+        return self.control_message(command, **args).replies
+
+    def control_message(self, command: str, **args: Any) -> ControlMessage:
+        """Run a command on every stage in order; returns the message as it came back: every stage's
+        reply, and its arguments as the stages left them."""
         self._send(ControlMessage(command, args))
         reply = self._receive()
         if isinstance(reply, StageFailure):
             raise PipelineError(f"stage {reply.stage} failed:\n{reply.error}")
         assert isinstance(reply, ControlMessage)
-        return reply.replies
+        return reply
 
     @abc.abstractmethod
     def close(self) -> None: ...
@@ -246,15 +251,15 @@ class ProcessPipeline(Pipeline):
         self._pending = []
         return message
 
-    def switch(self, num_stages: int, **args: Any) -> list[Any]:
-        """The `reconf_switch` command, after which `num_stages` stages serve; returns the serving stages'
-        replies. Its reply comes from the last stage of the longer chain: stages removed pass it on as
-        they retire, stages added (let into the chain beforehand) receive it from the old last stage."""
+    def switch(self, num_stages: int, **args: Any) -> ControlMessage:
+        """The `reconf_switch` command, after which `num_stages` stages serve (retired stages reply None).
+        Its reply comes from the last stage of the longer chain: stages removed pass it on as they retire,
+        stages added (let into the chain beforehand) receive it from the old last stage."""
         self._from_last = Link(max(num_stages, self.num_stages))
-        replies = self.control("reconf_switch", num_stages=num_stages, **args)
+        message = self.control_message("reconf_switch", num_stages=num_stages, **args)
         self._from_last = Link(num_stages)
         self.num_stages = num_stages
-        return [reply for reply in replies if reply is not None]
+        return message
 
     def close(self) -> None:
         if self._closed:

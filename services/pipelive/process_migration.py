@@ -131,6 +131,40 @@ def apply_switch(worker: Any, change: dict[str, Any], num_stages: int) -> None:
     worker.forward_once = change["passes_on_to_retiring"]
 
 
+def apply_carry(worker: Any, args: dict[str, Any]) -> None:
+    """The final dirty copy riding a chain command: as a source, take the dirty blocks of the transfers in
+    `args["carry"]` (index -> (source, target, layers)) and attach them to the message (`args["kv"]`); as a
+    target, write what is attached for it, take it off the message and count it in `args["written"]`.
+
+    On the chain a source reaches only the stages after it: data for a stage before it, or for one not in
+    the chain yet, comes back to the driver still attached, and the driver delivers it.
+    """
+    index = worker.spec.index
+    for transfer, (source, _, layers) in args["carry"].items():
+        if source == index:
+            slots = worker.dirty.take(layers)
+            if slots.numel():
+                args["kv"][transfer] = (slots, read_blocks(worker.cache, layers, slots))
+    for transfer, (slots, data) in list(args["kv"].items()):
+        _, target, layers = args["transfers"][transfer]
+        if target == index:
+            write_blocks(worker.cache, layers, slots, data)
+            del args["kv"][transfer]
+            args["written"][transfer] = (int(slots.numel()), data.numel() * data.element_size())
+
+
+def read_blocks(cache: Any, layers: list[int], slots: torch.Tensor) -> torch.Tensor:
+    """KV of `layers` at block `slots`, stacked: (layers, 2, kv heads, rows, head dim)."""
+    rows = cache.block_rows(slots)
+    return torch.stack([cache.read_rows(layer, rows) for layer in layers])
+
+
+def write_blocks(cache: Any, layers: list[int], slots: torch.Tensor, data: torch.Tensor) -> None:
+    rows = cache.block_rows(slots)
+    for position, layer in enumerate(layers):
+        cache.write_rows(layer, rows, data[position])
+
+
 def apply_abort(worker: Any, change: dict[str, Any]) -> None:
     worker.dirty = None
     worker.incoming_weights.clear()
@@ -241,9 +275,8 @@ class StageMigrationServer:
         send_longs(chosen, peer, self.group)
         if chosen.numel() == 0:
             return 0, 0
-        rows = cache.block_rows(chosen)
         # The migration group is gloo, so KV travels through host memory even between GPU stages.
-        data = torch.stack([cache.read_rows(layer, rows) for layer in layers]).cpu()
+        data = read_blocks(cache, layers, chosen).cpu()
         dist.send(data.contiguous(), peer, group=self.group)
         return data.numel() * data.element_size(), int(chosen.numel())
 
@@ -257,14 +290,16 @@ class StageMigrationServer:
         shape = (len(layers), 2, config.num_key_value_heads, rows.count, config.head_dim)
         data = torch.empty(shape, dtype=config.torch_dtype)
         dist.recv(data, peer, group=self.group)
-        for index, layer in enumerate(layers):
-            cache.write_rows(layer, rows, data[index])
+        write_blocks(cache, layers, slots, data)
         return data.numel() * data.element_size()
 
     def _task_read(self, layers: list[int], slots: list[int]) -> torch.Tensor:
-        cache = self.worker.cache
-        rows = cache.block_rows(torch.tensor(slots, dtype=torch.long))
-        return torch.stack([cache.read_rows(layer, rows) for layer in layers]).cpu()
+        return read_blocks(self.worker.cache, layers, torch.tensor(slots, dtype=torch.long)).cpu()
+
+    def _task_write(self, layers: list[int], slots: torch.Tensor, data: torch.Tensor) -> int:
+        """KV the driver brings (the final copy for a stage not yet in the chain); returns bytes written."""
+        write_blocks(self.worker.cache, layers, slots, data)
+        return data.numel() * data.element_size()
 
 
 class MigrationClient:

@@ -239,14 +239,18 @@ class StageWorker:
             for chunk_id in chunk_ids:
                 self.cache.add_chunk(chunk_id)
             return self.status()
-        if command in ("reconf_prepare", "reconf_switch", "reconf_abort"):
+        if command in ("reconf_prepare", "reconf_copy", "reconf_switch", "reconf_abort"):
             # Process pipeline reconfiguration: each stage carries out its own part at the safe point.
             from services.pipelive import process_migration
 
+            if command == "reconf_copy":
+                process_migration.apply_carry(self, args)
+                return None
             change = args["changes"][self.spec.index]
             if command == "reconf_prepare":
                 process_migration.apply_prepare(self, change)
             elif command == "reconf_switch":
+                process_migration.apply_carry(self, args)
                 process_migration.apply_switch(self, change, args["num_stages"])
             else:
                 process_migration.apply_abort(self, change)
