@@ -295,26 +295,37 @@ def test_the_process_pipeline_adds_stages_from_standby_and_retires_removed_ones(
     expected: list[list[int]],
 ) -> None:
     # Four stage processes, two serving: grow to four, shrink to one, grow to two again (a retired process
-    # serving anew), each live while requests run.
+    # serving anew), each live while requests run. Without a hook the last dirty blocks ride the switch
+    # through the chain (the shrink: towards earlier stages, one more pass); with one they are copied
+    # before it (growing to two: the new stage is not in the chain yet, so the driver delivers them).
     sequence = [
-        [range(0, 2), range(2, 4), range(4, 6), range(6, 8)],
-        [range(0, 8)],
-        [range(0, 5), range(5, 8)],
+        ([range(0, 2), range(2, 4), range(4, 6), range(6, 8)], True),
+        ([range(0, 8)], False),
+        ([range(0, 5), range(5, 8)], True),
     ]
     with LLMEngine(MODEL8, config(threads_per_stage=1, max_stages=4), mode="process") as engine:
         processes = list(engine.pipeline._processes)  # type: ignore[attr-defined]
         assert len(processes) == 4 and len(engine.status().stages) == 2
-        for target in sequence:
+        for target, hooked in sequence:
             compared: list[tuple[int, int]] = []
-            outputs, reconfiguration = run_with_reconfiguration(
-                engine,
-                lambda e, target=target, compared=compared: e.begin_reconfigure(
+
+            def start(
+                e: LLMEngine, target: list[range] = target, compared: list = compared
+            ) -> Reconfiguration:
+                return e.begin_reconfigure(
                     target, before_switch=lambda change: compared.append(change.compare_moved_kv())
-                ),
+                )
+
+            outputs, reconfiguration = run_with_reconfiguration(
+                engine, start if hooked else lambda e, target=target: e.begin_reconfigure(target)
             )
             result = reconfiguration.future.result()
             assert outputs == expected, target
-            assert len(compared) == 1 and compared[0][0] > 0 and compared[0][1] == 0
+            if hooked:  # torch.equal, block by block, after the last copy and before the switch
+                assert len(compared) == 1 and compared[0][0] > 0 and compared[0][1] == 0
+            block_layer_bytes = MODEL8.kv_bytes_per_token_per_layer() * engine.config.block_size
+            assert result.pause_kv_bytes % block_layer_bytes == 0  # whole blocks of the moved layers
+            assert (result.pause_kv_bytes > 0) == (result.final_dirty_blocks > 0)
             assert result.preempted == 0 and engine.scheduler.num_preemptions == 0
             stages = engine.status().stages
             assert [(s.first_layer, s.end_layer) for s in stages] == [(r.start, r.stop) for r in target]
