@@ -43,6 +43,7 @@ bench: $(STAMP) system-deps
 	$(VENV)/bin/controlplane bench mqtt
 	$(VENV)/bin/controlplane pipelive bench
 	$(VENV)/bin/controlplane pipelive bench --reconfigure
+	$(VENV)/bin/controlplane pipelive bench --pause-scaling
 	$(VENV)/bin/controlplane bench sim-speed
 	$(VENV)/bin/controlplane bench --out bench-results/full
 

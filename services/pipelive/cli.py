@@ -106,6 +106,17 @@ def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[
     bench.add_argument(
         "--phase-seconds", type=float, default=12.0, help="with --reconfigure: length of a phase"
     )
+    bench.add_argument(
+        "--pause-scaling",
+        action="store_true",
+        help="instead: the switch pause of live and stop_and_copy as the KV in flight grows",
+    )
+    bench.add_argument(
+        "--kv-blocks",
+        type=_int_list,
+        default=[256, 1024, 4096],
+        help="with --pause-scaling: KV blocks in use at the change, e.g. 256,1024,4096",
+    )
     bench.set_defaults(run=_bench)
 
     reconfigure = sub.add_parser(
@@ -173,6 +184,17 @@ def _bench(args: argparse.Namespace) -> int:
     from services.pipelive import bench
     from services.pipelive.config import resolve_model
 
+    if args.pause_scaling:
+        from services.pipelive import bench_pause_scaling
+
+        figures = bench_pause_scaling.run(
+            sizes=tuple(args.kv_blocks), mode=args.mode or "thread", progress=not args.json
+        )
+        if args.json:
+            print(bench.to_json(figures))
+        else:
+            bench_pause_scaling.print_human(figures)
+        return 0
     if args.reconfigure:
         from services.pipelive import bench_reconfigure
 
