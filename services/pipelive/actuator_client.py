@@ -122,8 +122,10 @@ def pipeline_from_status(
     for name, stage in zip(names, status.stages, strict=True):
         prefill, decode = target.device_speeds.get(name, target.device_speeds.get(stage.device, (1.0, 1.0)))
         pool[name] = DeviceInventory(name, stage.budget_bytes, prefill, decode)
-    for device in target.spare_devices:
-        pool.setdefault(device.name, device)
+    # A process pipeline can grow only onto the stage processes it started: no more spares than that.
+    room = status.max_stages - len(status.stages) if status.max_stages else len(target.spare_devices)
+    for device in [d for d in target.spare_devices if d.name not in pool][: max(0, room)]:
+        pool[device.name] = device
     values = dict(metrics)
     # Status knows the queue even when no metrics endpoint is configured.
     values.setdefault("vllm:num_requests_waiting", float(status.num_requests_waiting))

@@ -72,6 +72,7 @@ class EngineStatus:
     waiting: int
     kv: KVStatus
     stages: list[StageStatus]
+    max_stages: int = 0  # the most stages live reconfiguration can grow to; 0: no bound
 
 
 @dataclass
@@ -285,8 +286,8 @@ class LLMEngine:
         if self._reconfiguration is not None:
             raise ReconfigureRefused("a reconfiguration is already in progress")
         plan = self.plan_reconfiguration(target, method, budgets)
-        standing = getattr(self.pipeline, "max_stages", None)  # process pipeline: processes started
-        if plan.method != "stop_and_redeploy" and standing is not None and len(plan.target) > standing:
+        standing = getattr(self.pipeline, "max_stages", 0)  # process pipeline: processes started
+        if plan.method != "stop_and_redeploy" and standing and len(plan.target) > standing:
             raise ReconfigureRefused(
                 f"method {plan.method!r} cannot grow the process pipeline to {len(plan.target)} stages: it "
                 f"started {standing} stage processes (stages are torch.distributed ranks, fixed at start); "
@@ -486,6 +487,7 @@ class LLMEngine:
                 num_chunks=self.pool.num_chunks,
             ),
             stages=list(self._stages),
+            max_stages=getattr(self.pipeline, "max_stages", 0),
         )
 
     def close(self) -> None:

@@ -58,6 +58,7 @@ def status_message(status: EngineStatus) -> pb.StatusResponse:
             )
             for stage in status.stages
         ],
+        max_stages=status.max_stages,
     )
 
 

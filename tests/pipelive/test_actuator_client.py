@@ -14,7 +14,7 @@ from controlplane.taxonomy import Taxonomy
 from controlplane.view import DeviceInventory, Inventory, PipelineInventory, TelemetryView
 from protos.pipelive.v1 import pipelive_pb2 as pb
 from protos.pipelive.v1 import pipelive_pb2_grpc as pb_grpc
-from services.pipelive.actuator_client import PipeLiveActuator, PipeLiveTarget
+from services.pipelive.actuator_client import PipeLiveActuator, PipeLiveTarget, pipeline_from_status
 from telemetry import GraphSnapshot
 from tests.pipelive.reconf_support import MODEL8, config
 from tests.pipelive.support import TINY, engine_config, running_pipelive
@@ -181,6 +181,19 @@ def test_the_inventory_comes_from_a_real_pipelive_status_and_its_vllm_metrics() 
         assert name in pipeline.metrics, sorted(pipeline.metrics)
     # The tiny engine runs every stage on "cpu", each with its own budget: the stages get names of their own.
     assert pipeline.devices == ("cpu#0", "cpu#1")
+
+
+def test_spare_devices_are_capped_by_the_stage_processes_a_process_pipeline_started() -> None:
+    spares = tuple(DeviceInventory(f"gpu-{index}", 32 * 2**20, 1.0, 1.0) for index in (7, 8, 9))
+    target = PipeLiveTarget("llm", "127.0.0.1:1", spare_devices=spares)
+    stages = [
+        pb.StageStatus(index=index, first_layer=4 * index, end_layer=4 * index + 4, device=f"gpu-{index}")
+        for index in range(2)
+    ]
+    bounded = pipeline_from_status(target, pb.StatusResponse(num_layers=8, stages=stages, max_stages=3), {})
+    assert set(bounded.pool) == {"gpu-0", "gpu-1", "gpu-7"}  # one standby process: one spare
+    unbounded = pipeline_from_status(target, pb.StatusResponse(num_layers=8, stages=stages), {})
+    assert set(unbounded.pool) == {"gpu-0", "gpu-1", "gpu-7", "gpu-8", "gpu-9"}
 
 
 @pytest.mark.parametrize("bad", [("same", "same")])

@@ -305,7 +305,7 @@ def test_the_process_pipeline_adds_stages_from_standby_and_retires_removed_ones(
     ]
     with LLMEngine(MODEL8, config(threads_per_stage=1, max_stages=4), mode="process") as engine:
         processes = list(engine.pipeline._processes)  # type: ignore[attr-defined]
-        assert len(processes) == 4 and len(engine.status().stages) == 2
+        assert len(processes) == 4 and len(engine.status().stages) == 2 and engine.status().max_stages == 4
         for target, hooked in sequence:
             compared: list[tuple[int, int]] = []
 

@@ -77,7 +77,7 @@ class StageStatus(_message.Message):
     def __init__(self, index: _Optional[int] = ..., first_layer: _Optional[int] = ..., end_layer: _Optional[int] = ..., device: _Optional[str] = ..., budget_bytes: _Optional[int] = ..., usable_bytes: _Optional[int] = ..., weight_bytes: _Optional[int] = ..., kv_bytes: _Optional[int] = ..., kv_blocks_total: _Optional[int] = ..., kv_blocks_used: _Optional[int] = ..., kv_blocks_free: _Optional[int] = ..., kv_chunks: _Optional[int] = ..., kv_chunk_bytes: _Optional[int] = ..., kv_blocks_capacity: _Optional[int] = ...) -> None: ...
 
 class StatusResponse(_message.Message):
-    __slots__ = ("model", "num_layers", "block_size", "blocks_per_chunk", "layers_per_unit", "num_requests_running", "num_requests_waiting", "kv_blocks_total", "kv_blocks_used", "kv_blocks_free", "stages")
+    __slots__ = ("model", "num_layers", "block_size", "blocks_per_chunk", "layers_per_unit", "num_requests_running", "num_requests_waiting", "kv_blocks_total", "kv_blocks_used", "kv_blocks_free", "stages", "max_stages")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     NUM_LAYERS_FIELD_NUMBER: _ClassVar[int]
     BLOCK_SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -89,6 +89,7 @@ class StatusResponse(_message.Message):
     KV_BLOCKS_USED_FIELD_NUMBER: _ClassVar[int]
     KV_BLOCKS_FREE_FIELD_NUMBER: _ClassVar[int]
     STAGES_FIELD_NUMBER: _ClassVar[int]
+    MAX_STAGES_FIELD_NUMBER: _ClassVar[int]
     model: str
     num_layers: int
     block_size: int
@@ -100,7 +101,8 @@ class StatusResponse(_message.Message):
     kv_blocks_used: int
     kv_blocks_free: int
     stages: _containers.RepeatedCompositeFieldContainer[StageStatus]
-    def __init__(self, model: _Optional[str] = ..., num_layers: _Optional[int] = ..., block_size: _Optional[int] = ..., blocks_per_chunk: _Optional[int] = ..., layers_per_unit: _Optional[int] = ..., num_requests_running: _Optional[int] = ..., num_requests_waiting: _Optional[int] = ..., kv_blocks_total: _Optional[int] = ..., kv_blocks_used: _Optional[int] = ..., kv_blocks_free: _Optional[int] = ..., stages: _Optional[_Iterable[_Union[StageStatus, _Mapping]]] = ...) -> None: ...
+    max_stages: int
+    def __init__(self, model: _Optional[str] = ..., num_layers: _Optional[int] = ..., block_size: _Optional[int] = ..., blocks_per_chunk: _Optional[int] = ..., layers_per_unit: _Optional[int] = ..., num_requests_running: _Optional[int] = ..., num_requests_waiting: _Optional[int] = ..., kv_blocks_total: _Optional[int] = ..., kv_blocks_used: _Optional[int] = ..., kv_blocks_free: _Optional[int] = ..., stages: _Optional[_Iterable[_Union[StageStatus, _Mapping]]] = ..., max_stages: _Optional[int] = ...) -> None: ...
 
 class ResizeKvPoolRequest(_message.Message):
     __slots__ = ("target_blocks",)
