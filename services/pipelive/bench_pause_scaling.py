@@ -12,7 +12,7 @@ lets every one of them prefill and start decoding, then moves two layers from st
 and in a second engine with stop-and-copy — while they keep decoding. Per method: the pause, the KV
 bytes copied inside it and in all, the final dirty blocks, the patch rounds, the whole reconfiguration's
 time, and the longest and mean engine-loop iteration (a decode step, plus starting the change in the
-first) from the change to its commit: what running requests feel.
+first) from the change to its commit, what running requests feel, next to the mean step just before it.
 """
 
 from __future__ import annotations
@@ -86,6 +86,11 @@ def measure(
         decoding: set[str] = set()
         while len(decoding) < requests:  # until every request has its first token: all are decoding
             decoding.update(output.request_id for output in engine.step())
+        before: list[float] = []  # decode steps without a change, for comparison
+        for _ in range(3):
+            started = time.perf_counter()
+            engine.step()
+            before.append((time.perf_counter() - started) * 1000)
         in_use = engine.pool.num_used
         # Engine-loop iterations from the change to the commit; the first includes starting the change
         # (stop-and-copy's whole pause happens there), as in a serving loop.
@@ -115,6 +120,7 @@ def measure(
             "steps_during": len(steps),
             "step_ms_max": round(max(steps), 2),
             "step_ms_mean": round(statistics.fmean(steps), 2),
+            "step_ms_before": round(statistics.fmean(before), 2),
         }
 
 
@@ -154,7 +160,8 @@ def print_human(result: dict[str, Any]) -> None:
     )
     header = (
         f"{'KV in use':>10} {'moving KV':>10} {'method':<14} {'pause ms':>9} {'in pause':>10} "
-        f"{'copied':>10} {'dirty':>6} {'rounds':>6} {'total ms':>9} {'step max':>9} {'step mean':>9}"
+        f"{'copied':>10} {'dirty':>6} {'rounds':>6} {'total ms':>9} {'step max':>9} {'step mean':>9} "
+        f"{'before':>7}"
     )
     print(header)
     for row in result["sizes"]:
@@ -163,7 +170,7 @@ def print_human(result: dict[str, Any]) -> None:
                 f"{m['kv_blocks_in_use']:>10} {_mib(m['moving_kv_bytes']):>10} {method:<14} "
                 f"{m['pause_ms']:>9.2f} {_mib(m['pause_kv_bytes']):>10} {_mib(m['kv_bytes_copied']):>10} "
                 f"{m['final_dirty_blocks']:>6} {m['patch_rounds']:>6} {m['reconfig_total_ms']:>9.1f} "
-                f"{m['step_ms_max']:>9.1f} {m['step_ms_mean']:>9.1f}"
+                f"{m['step_ms_max']:>9.1f} {m['step_ms_mean']:>9.1f} {m['step_ms_before']:>7.1f}"
             )
 
 
