@@ -651,7 +651,7 @@ class ProcessReconfiguration(Reconfiguration):
                 self._carry(transfers, {}, in_chain, written)
             for index, (slots, data) in kv.items():
                 if index not in in_chain:  # towards a stage not in the chain yet
-                    source, target, layers = transfers[index]
+                    _, target, layers = transfers[index]
                     size = self._client().call(target + 1, "write", layers=layers, slots=slots, data=data)
                     written[index] = (int(slots.numel()), size)
             hook_started = time.perf_counter()
