@@ -475,6 +475,7 @@ class Reconfiguration:
     def _stop_and_redeploy(self) -> None:
         engine, plan = self.engine, self.plan
         started = time.perf_counter()
+        standing = getattr(engine.pipeline, "max_stages", 0)  # the stage processes it was started with
         while engine.scheduler.preempt_newest() is not None:
             self.result.preempted += 1
         self.state = "switching"  # the old pipeline goes away: nothing to roll back to after this
@@ -502,7 +503,7 @@ class Reconfiguration:
             specs,
             engine.mode,
             engine.config.threads_per_stage,
-            max(engine.config.max_stages or 0, len(specs)),
+            max(engine.config.max_stages or 0, standing, len(specs)),
         )
         engine.pool.shrink(engine.pool.num_chunks)
         engine._stages = engine.pipeline.control("status")
@@ -561,8 +562,6 @@ class ProcessReconfiguration(Reconfiguration):
                 "becomes_last": stage.becomes_last,
                 "stops_being_last": stage.stops_being_last,
                 "budget_bytes": self.budgets[stage.index] if self.budgets else None,
-                "passes_on_to_retiring": stage.becomes_last
-                and len(self.plan.target) < len(self.plan.current),
             }
             for stage in self.plan.stages
         }
@@ -648,7 +647,9 @@ class ProcessReconfiguration(Reconfiguration):
             kv = self._carry(transfers, transfers, {}, written)
             in_chain = {index: d for index, d in kv.items() if transfers[index][1] < len(self.plan.current)}
             if in_chain:  # towards earlier stages
-                self._carry(transfers, {}, in_chain, written)
+                undelivered = self._carry(transfers, {}, in_chain, written)
+                if undelivered:
+                    raise RuntimeError(f"final KV of transfers {sorted(undelivered)} reached no target")
             for index, (slots, data) in kv.items():
                 if index not in in_chain:  # towards a stage not in the chain yet
                     _, target, layers = transfers[index]
@@ -707,13 +708,15 @@ class ProcessReconfiguration(Reconfiguration):
 
     def _rollback_stages(self) -> None:
         changes = self._stage_changes()
-        self.engine.pipeline.control(
-            "reconf_abort",
-            changes={index: change for index, change in changes.items() if index < len(self.plan.current)},
-        )
-        for index in self._joined:
-            self._client().call(index + 1, "leave")
-        self._joined = []
+        try:
+            self.engine.pipeline.control(
+                "reconf_abort",
+                changes={index: c for index, c in changes.items() if index < len(self.plan.current)},
+            )
+        finally:
+            joined, self._joined = self._joined, []
+            for index in joined:  # back on standby, or they would refuse every later join
+                self._client().call(index + 1, "leave")
 
     def compare_moved_kv(self) -> tuple[int, int]:
         client = self._client()

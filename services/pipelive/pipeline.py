@@ -36,6 +36,7 @@ from services.pipelive.stage import (
     StageWorker,
     StepMessage,
     StepResult,
+    chain_end,
     run_stage_loop,
 )
 from services.pipelive.transport import (
@@ -177,6 +178,7 @@ def _stage_process_main(
             if not worker.retired:
                 return  # stopped
             server.retire(worker)
+            worker = None  # frees a retired stage's weights and KV while it waits on standby
             worker = server.next_worker()
     finally:
         close_transport()
@@ -187,9 +189,13 @@ def _serve_chain(worker: StageWorker, previous: Link, to_next: Link, to_driver: 
 
     def send(message: Message) -> None:
         nonlocal pending
-        link = to_driver if worker.last else to_next
-        if worker.forward_once:  # the switch goes on to the stages retiring after this one
-            link, worker.forward_once = to_next, False
+        end = chain_end(message)
+        if end is None:
+            link = to_driver if worker.last else to_next
+        else:
+            # A switch (or its failure) follows the longer of the old and new chains whatever this
+            # stage became: on to the stages it adds or retires, back to the driver from the last.
+            link = to_driver if worker.spec.index == end - 1 else to_next
         if pending is not None:
             # one send in flight: the stage computes the next micro-batch while this one travels
             pending.wait()
@@ -240,6 +246,7 @@ class ProcessPipeline(Pipeline):
         self._to_first, self._from_last = Link(1), Link(self.num_stages)
         self._pending: list[PendingSend] = []
         self._closed = False
+        self._broken = False
 
     def _send(self, message: Message) -> None:
         self._pending.append(send_message(message, self._to_first))
@@ -255,8 +262,14 @@ class ProcessPipeline(Pipeline):
         """The `reconf_switch` command, after which `num_stages` stages serve (retired stages reply None).
         Its reply comes from the last stage of the longer chain: stages removed pass it on as they retire,
         stages added (let into the chain beforehand) receive it from the old last stage."""
-        self._from_last = Link(max(num_stages, self.num_stages))
-        message = self.control_message("reconf_switch", num_stages=num_stages, **args)
+        end = max(num_stages, self.num_stages)
+        self._from_last = Link(end)
+        try:
+            message = self.control_message("reconf_switch", num_stages=num_stages, chain_end=end, **args)
+        except BaseException:
+            # Some stages switched and some did not: the chain cannot carry a `stop` any more.
+            self._broken = True
+            raise
         self._from_last = Link(num_stages)
         self.num_stages = num_stages
         return message
@@ -266,14 +279,16 @@ class ProcessPipeline(Pipeline):
             return
         self._closed = True
         try:
-            self.migration.stop([index + 1 for index in range(self.max_stages)])
-            self.control("stop")
+            if not self._broken:
+                self.migration.stop([index + 1 for index in range(self.max_stages)])
+                self.control("stop")
         finally:
             close_transport()
             for process in self._processes:
-                process.join(timeout=30)
+                process.join(timeout=1 if self._broken else 30)
                 if process.is_alive():
                     process.kill()
+                    process.join(timeout=30)
 
 
 def start_pipeline(

@@ -127,8 +127,6 @@ def apply_switch(worker: Any, change: dict[str, Any], num_stages: int) -> None:
     worker.first = worker.spec.index == 0
     worker.last = worker.spec.index == num_stages - 1
     worker.cache.layers = target
-    # The chain got shorter: the stages after this one retire, and learn so from this same message.
-    worker.forward_once = change["passes_on_to_retiring"]
 
 
 def apply_carry(worker: Any, args: dict[str, Any]) -> None:
@@ -212,8 +210,9 @@ class StageMigrationServer:
         while True:
             task, args = receive_object(0, self.group)
             if task == "stop":
-                self._chain.put(None)  # a standby process's main thread waits for this
                 send_object(("ok", None), 0, self.group)
+                # Only now: a standby process's main thread, woken by this, leaves the groups and exits.
+                self._chain.put(None)
                 return
             try:
                 reply = ("ok", getattr(self, f"_task_{task}")(**args))
@@ -315,11 +314,16 @@ class MigrationClient:
             return self._reply(rank, task)
 
     def call_each(self, ranks: list[int], task: str, **args: Any) -> list[Any]:
-        """The same task on several stages: every one is told before any reply is awaited."""
+        """The same task on several stages: every one is told before any reply is awaited (and every reply
+        is read, so that a failed one leaves no stale reply on the channel)."""
         with self._lock:
             for rank in ranks:
                 send_object((task, args), rank, self.group)
-            return [self._reply(rank, task) for rank in ranks]
+            replies = [receive_object(rank, self.group) for rank in ranks]
+        for rank, (status, value) in zip(ranks, replies, strict=True):
+            if status != "ok":
+                raise RuntimeError(f"stage {rank - 1}: migration task {task} failed: {value}")
+        return [value for _, value in replies]
 
     def _reply(self, rank: int, task: str) -> Any:
         status, value = receive_object(rank, self.group)

@@ -69,6 +69,17 @@ class StageFailure:
 
     stage: int
     error: str
+    chain_end: int | None = None  # the failed command's route, so the failure follows it (`chain_end`)
+
+
+def chain_end(message: Message) -> int | None:
+    """How many stages a reconfiguration's switch passes through before it returns to the driver (the
+    longer of the old and the new chain), or None for a message that follows the stages' own order."""
+    if isinstance(message, ControlMessage):
+        return message.args.get("chain_end")
+    if isinstance(message, StageFailure):
+        return message.chain_end
+    return None
 
 
 Message = StepMessage | StepResult | ControlMessage | StageFailure
@@ -129,11 +140,8 @@ class StageWorker:
         self.incoming_weights: dict[int, LayerWeights] = {}
         self.incoming_head: tuple[torch.Tensor, torch.Tensor] | None = None
         self.dirty: DirtyBitmap | None = None
-        # Process pipeline: a stage removed by a reconfiguration retires (its process goes back on
-        # standby); a stage that becomes the last passes the switch on once more, to the stage retiring
-        # after it, before it starts answering the driver.
+        # Process pipeline: a stage removed by a reconfiguration retires (its process goes back on standby).
         self.retired = False
-        self.forward_once = False
         self.rotary = RotaryEmbedding(self.config, self.device)
         self.cache = StageKVCache(
             self.config,
@@ -223,7 +231,7 @@ class StageWorker:
             raise TypeError(f"stage cannot handle {type(message).__name__}")
         except Exception:  # noqa: BLE001 - reported to the driver, which raises it
             log.exception("stage %d failed", self.spec.index)
-            return StageFailure(self.spec.index, traceback.format_exc())
+            return StageFailure(self.spec.index, traceback.format_exc(), chain_end(message))
 
     def _control(self, command: str, args: dict[str, Any]) -> Any:
         if command in ("status", "stop"):

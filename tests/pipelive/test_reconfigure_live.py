@@ -8,6 +8,7 @@ import random
 import shutil
 import threading
 import time
+from typing import Any
 
 import pytest
 import torch
@@ -18,6 +19,7 @@ from services.pipelive.kv_cache import StageKVCache
 from services.pipelive.kv_patch import DirtyBitmap, MigrationFabric, copy_blocks
 from services.pipelive.live_migration import Reconfiguration
 from services.pipelive.params import SamplingParams
+from services.pipelive.pipeline import PipelineError, ProcessPipeline
 from services.pipelive.reconfigure import ReconfigureFailed, ReconfigureRefused
 from tests.pipelive.reconf_support import (
     MODEL8,
@@ -195,6 +197,32 @@ def test_a_failure_before_the_switch_rolls_back_and_the_old_layout_serves(tmp_pa
         assert_each_layer_on_one_stage(engine)
         after = engine.status()
         assert after.stages == before.stages and after.kv.total_blocks == before.kv.total_blocks
+
+
+@pytest.mark.parametrize("target", [[range(0, 3), range(3, 6), range(6, 8)], [range(0, 8)]])
+def test_a_stage_failing_mid_switch_reaches_the_driver_and_close_ends_every_process(
+    monkeypatch: pytest.MonkeyPatch, target: list[range]
+) -> None:
+    # Stage 0 is told to adopt a layer it never received, so it raises while applying the switch, after
+    # which the chain is half switched: the failure must still reach the driver (not leave it waiting on
+    # the stage that would have been last), and closing must not wait on a chain that cannot carry `stop`.
+    switch = ProcessPipeline.switch
+
+    def corrupted(self: ProcessPipeline, num_stages: int, **args: Any) -> Any:
+        args["changes"][0]["incoming"] = [7]
+        return switch(self, num_stages, **args)
+
+    monkeypatch.setattr(ProcessPipeline, "switch", corrupted)
+    engine = LLMEngine(MODEL8, config(threads_per_stage=1, max_stages=3), mode="process")
+    processes = list(engine.pipeline._processes)  # type: ignore[attr-defined]
+    try:
+        with pytest.raises(PipelineError, match="stage 0 failed"):
+            run_with_reconfiguration(engine, lambda e: e.begin_reconfigure(target))
+    finally:
+        started = time.monotonic()
+        engine.close()
+    assert time.monotonic() - started < 20
+    assert all(not process.is_alive() for process in processes)
 
 
 def test_a_process_stage_added_by_a_failed_change_goes_back_on_standby(tmp_path, expected) -> None:  # noqa: ANN001
