@@ -190,12 +190,8 @@ def _bench(args: argparse.Namespace) -> int:
         figures = bench_pause_scaling.run(
             sizes=tuple(args.kv_blocks), mode=args.mode or "thread", progress=not args.json
         )
-        if args.json:
-            print(bench.to_json(figures))
-        else:
-            bench_pause_scaling.print_human(figures)
-        return 0
-    if args.reconfigure:
+        print_human = bench_pause_scaling.print_human
+    elif args.reconfigure:
         from services.pipelive import bench_reconfigure
 
         trace = bench.shared_data() / "azure-llm-inference-2023" / "AzureLLMInferenceTrace_conv.csv"
@@ -206,32 +202,30 @@ def _bench(args: argparse.Namespace) -> int:
             mode=args.mode or "thread",
             progress=not args.json,
         )
-        if args.json:
-            print(bench.to_json(figures))
-        else:
-            bench_reconfigure.print_human(figures)
-        return 0
-    model, _ = resolve_model(args.model)
-    result = bench.run(
-        model,
-        args.stages,
-        trace=args.trace,
-        num_requests=args.requests,
-        rate=args.rate,
-        token_scale=args.token_scale or 0.25,
-        max_prompt=args.max_prompt,
-        max_output=args.max_output,
-        stage_memory=args.stage_memory,
-        mode=args.mode or "process",
-        transport_backend=args.transport_backend,
-        dense_batch=args.dense_batch,
-        vllm_python=args.vllm_python,
-        progress=not args.json,
-    )
-    if args.json:
-        print(bench.to_json(result))
+        print_human = bench_reconfigure.print_human
     else:
-        bench.print_human(result)
+        model, _ = resolve_model(args.model)
+        figures = bench.run(
+            model,
+            args.stages,
+            trace=args.trace,
+            num_requests=args.requests,
+            rate=args.rate,
+            token_scale=args.token_scale or 0.25,
+            max_prompt=args.max_prompt,
+            max_output=args.max_output,
+            stage_memory=args.stage_memory,
+            mode=args.mode or "process",
+            transport_backend=args.transport_backend,
+            dense_batch=args.dense_batch,
+            vllm_python=args.vllm_python,
+            progress=not args.json,
+        )
+        print_human = bench.print_human
+    if args.json:
+        print(bench.to_json(figures))
+    else:
+        print_human(figures)
     return 0
 
 
