@@ -196,6 +196,13 @@ def _serve_chain(worker: StageWorker, previous: Link, to_next: Link, to_driver: 
             # A switch (or its failure) follows the longer of the old and new chains whatever this
             # stage became: on to the stages it adds or retires, back to the driver from the last.
             link = to_driver if worker.spec.index == end - 1 else to_next
+        if (
+            isinstance(message, ControlMessage)
+            and message.command == "reconf_switch"
+            and worker.spec.engine.threads_per_stage is None
+        ):
+            # The cores are shared among the stages serving now, not among those that served at start.
+            torch.set_num_threads(default_threads_per_stage(message.args["num_stages"]))
         if pending is not None:
             # one send in flight: the stage computes the next micro-batch while this one travels
             pending.wait()

@@ -228,7 +228,7 @@ def test_a_stage_failing_mid_switch_reaches_the_driver_and_close_ends_every_proc
 def test_a_process_stage_added_by_a_failed_change_goes_back_on_standby(tmp_path, expected) -> None:  # noqa: ANN001
     checkpoint = write_checkpoint(MODEL8, tmp_path / "ckpt")
     grown = [range(0, 3), range(3, 6), range(6, 8)]
-    settings = config(threads_per_stage=1, max_stages=3)
+    settings = config(max_stages=3)  # default threads: each switch re-divides the cores among the stages
     with LLMEngine(MODEL8, settings, checkpoint=checkpoint, mode="process") as engine:
         before = engine.status()
         shutil.rmtree(checkpoint)  # the new stage cannot read its layers
