@@ -17,11 +17,12 @@ from typing import Any
 
 from controlplane.config import Config
 from controlplane.server import BoundPorts, ControlPlaneServer
+from controlplane.shared_data import shared_data_dir
 from telemetry import ModelConfig
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE_PLUGIN = REPO / "examples" / "plugin"
-SHARED_DATA = Path(os.environ.get("CONTROLPLANE_SHARED_DATA", REPO.parent / "shared" / "data"))
+SHARED_DATA = shared_data_dir()
 
 
 @dataclass

@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from controlplane.shared_data import shared_data_dir
 from services.pipelive.checkpoint import write_checkpoint
 from services.pipelive.config import EngineConfig, ModelConfig
 from services.pipelive.engine import LLMEngine
@@ -36,11 +37,6 @@ from services.pipelive.workload import (
 
 REPO = Path(__file__).resolve().parents[2]
 RATIO_KEYS = ("output_tokens_per_second", "ttft_p50_ms", "ttft_p99_ms", "tpot_p50_ms", "tpot_p99_ms")
-
-
-def shared_data() -> Path:
-    default = Path(__file__).resolve().parents[3] / "shared" / "data"
-    return Path(os.environ.get("CONTROLPLANE_SHARED_DATA", default))
 
 
 def replay(engine: LLMEngine, requests: list[ReplayRequest]) -> dict[str, Any]:
@@ -188,7 +184,7 @@ def run(
     vllm_python: str | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    trace_file = shared_data() / "azure-llm-inference-2023" / f"AzureLLMInferenceTrace_{trace}.csv"
+    trace_file = shared_data_dir() / "azure-llm-inference-2023" / f"AzureLLMInferenceTrace_{trace}.csv"
     requests = scale_trace(
         read_trace(trace_file, limit=num_requests),
         rate=rate,

@@ -192,9 +192,10 @@ def _bench(args: argparse.Namespace) -> int:
         )
         print_human = bench_pause_scaling.print_human
     elif args.reconfigure:
+        from controlplane.shared_data import shared_data_dir
         from services.pipelive import bench_reconfigure
 
-        trace = bench.shared_data() / "azure-llm-inference-2023" / "AzureLLMInferenceTrace_conv.csv"
+        trace = shared_data_dir() / "azure-llm-inference-2023" / "AzureLLMInferenceTrace_conv.csv"
         figures = bench_reconfigure.run(
             token_scale=args.token_scale or 0.25,
             phase_seconds=args.phase_seconds,

@@ -10,7 +10,6 @@ and joining. `docs/benchmark.md` documents every field; `load_scenario` reports 
 from __future__ import annotations
 
 import csv
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
@@ -18,12 +17,12 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from controlplane.shared_data import shared_data_dir
 from controlplane.taxonomy import Dynamics
 from services.sim.app import DEMO_APP, parse_toml_file
 from services.sim.pipeline import PipelineSpec, check_events, parse_pipeline
 
 SCENARIO_DIR = Path(__file__).resolve().parent / "scenarios"
-REPO = Path(__file__).resolve().parents[2]
 
 # Event kind -> (required parameters, optional parameters).
 EVENT_PARAMETERS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
@@ -44,11 +43,6 @@ EVENT_PARAMETERS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
 }
 # What a serving-pipeline scenario may inject; the others are about the microservice application.
 PIPELINE_EVENTS = frozenset({"load", "mix", "device_budget", "device_join", "device_leave"})
-
-
-def shared_data_dir() -> Path:
-    """The shared data sets: `$CONTROLPLANE_SHARED_DATA`, else `../shared/data` beside the repository."""
-    return Path(os.environ.get("CONTROLPLANE_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
 @dataclass(frozen=True, slots=True)
