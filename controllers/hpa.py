@@ -54,8 +54,8 @@ from controlplane import (
     Taxonomy,
     Telemetry,
     TelemetryView,
+    WindowSummary,
 )
-from telemetry import WindowSummary
 
 METRICS = ("concurrency", "cpu")
 

@@ -54,6 +54,7 @@ from dataclasses import dataclass, field
 
 from controllers.pipeline_partition import Partition, evaluate_partition, solve_partition
 from controlplane import (
+    RECONFIGURE_METHODS,
     Action,
     ActionKind,
     Controller,
@@ -68,7 +69,6 @@ from controlplane import (
     Telemetry,
     TelemetryView,
 )
-from controlplane.actions import RECONFIGURE_METHODS
 
 PROMPT_TOKENS = "vllm:prompt_tokens_total"
 GENERATION_TOKENS = "vllm:generation_tokens_total"
@@ -79,6 +79,8 @@ CACHE_USAGE = "vllm:gpu_cache_usage_perc"
 TTFT = "vllm:time_to_first_token_seconds"
 TPOT = "vllm:time_per_output_token_seconds"
 GIB = 1024**3
+# Tokens per KV block when the inventory does not say (vLLM's and PipeLive's default).
+DEFAULT_BLOCK_SIZE = 16
 
 
 @dataclass
@@ -165,8 +167,8 @@ class PipelineReconfiguration(Controller):
         rebalance_peak_rounds: int = 24
         # KV cache usage (vllm:gpu_cache_usage_perc) from which waiting requests count as KV demand.
         kv_full_fraction: float = 0.9
-        # Every stage keeps room for at least this many KV blocks.
-        min_kv_blocks: int = 64
+        # Every stage keeps room for the KV of at least this many tokens (in blocks of the engine's size).
+        min_kv_tokens: int = 1024
         # Relative bottleneck reduction a rebalancing must bring.
         min_improvement: float = 0.15
         # Below this busy share of the bottleneck stage (and with nothing waiting) rebalancing is not worth
@@ -318,7 +320,9 @@ class PipelineReconfiguration(Controller):
                 return None
             # Anti-flap: a device gaining layers for speed alone must hold them at the KV peak of a longer
             # past, or layers would move back onto a device just relieved, and out again at the next peak.
-            long_peak = max(p.min_kv_blocks, math.ceil(max(recent) * (1.0 + p.kv_headroom)))
+            long_peak = max(
+                min_kv_blocks(pipeline, p.min_kv_tokens), math.ceil(max(recent) * (1.0 + p.kv_headroom))
+            )
             per_layer = pipeline.layer_weight_bytes + long_peak * pipeline.kv_block_bytes_per_layer
             held_now = dict(zip(current_layout[1], current_layout[0], strict=True))
             if any(
@@ -465,7 +469,9 @@ class PipelineReconfiguration(Controller):
             for device in devices
         )
         used = pipeline.kv_blocks_used
-        kv_blocks = max(p.min_kv_blocks, math.ceil(kv_demand * (1.0 + p.kv_headroom)))
+        kv_blocks = max(
+            min_kv_blocks(pipeline, p.min_kv_tokens), math.ceil(kv_demand * (1.0 + p.kv_headroom))
+        )
         per_layer = pipeline.layer_weight_bytes + kv_blocks * pipeline.kv_block_bytes_per_layer
         # While layers move, a device holds its old and new layers with the KV in use (PipeLive's admission).
         moving = pipeline.layer_weight_bytes + used * pipeline.kv_block_bytes_per_layer
@@ -499,3 +505,8 @@ class PipelineReconfiguration(Controller):
             f"KV for {model.kv_blocks} blocks {(stage.bytes - weights) / GIB:.2f}) of its "
             f"{device.budget_bytes / GIB:.2f} GiB budget"
         )
+
+
+def min_kv_blocks(pipeline: PipelineInventory, tokens: int) -> int:
+    """KV blocks that hold `tokens` tokens in this engine's blocks: the block size is the engine's knob."""
+    return -(-tokens // (pipeline.block_size or DEFAULT_BLOCK_SIZE))

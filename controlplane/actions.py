@@ -30,12 +30,16 @@ class Layer(StrEnum):
 # the nodes it runs on, so it comes right after infrastructure.
 LAYER_ORDER = (Layer.INFRASTRUCTURE, Layer.MODEL_SERVING, Layer.PLATFORM, Layer.APPLICATION)
 
-Evidence = Mapping[str, float | int | str | bool]
+ActionEvidence = Mapping[str, float | int | str | bool]
+
+
+# Every concrete action type by name; a subclass that declares its `name` joins it by being defined.
+ACTION_TYPES: dict[str, type[Action]] = {}
 
 
 @dataclass(frozen=True, kw_only=True)
 class Action:
-    """Base of every action; subclasses add their settings as fields."""
+    """Base of every action; subclasses add their settings as fields and declare name, kind and layer."""
 
     name: ClassVar[str]
     kind: ClassVar[ActionKind]
@@ -44,7 +48,17 @@ class Action:
 
     target: str
     reason: str = ""
-    evidence: Evidence = field(default_factory=dict)
+    evidence: ActionEvidence = field(default_factory=dict)
+
+    def __init_subclass__(cls, **options: Any) -> None:
+        super().__init_subclass__(**options)
+        if "name" in cls.__dict__:
+            known = ACTION_TYPES.get(cls.name)
+            if known is not None and known.__qualname__ != cls.__qualname__:
+                raise TypeError(
+                    f"two action types are named {cls.name!r}: {known.__qualname__}, {cls.__qualname__}"
+                )
+            ACTION_TYPES[cls.name] = cls
 
     def __post_init__(self) -> None:
         if not self.target:
@@ -232,10 +246,6 @@ class ReconfigurePipeline(Action):
 
 # What a controller returns from `decide`: proposals are actions not yet decided on.
 Proposal = Action
-
-ACTION_TYPES: dict[str, type[Action]] = {
-    cls.name: cls for cls in (Scale, Place, Route, Isolate, Remediate, ReconfigurePipeline)
-}
 
 
 def action_from_dict(values: Mapping[str, Any]) -> Action:

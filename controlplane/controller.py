@@ -27,9 +27,10 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, ClassVar, get_type_hints
+from typing import Any, ClassVar
 
 from controlplane.actions import Action
+from controlplane.tables import settings_from_table
 from controlplane.taxonomy import Taxonomy
 from controlplane.view import TelemetryView
 
@@ -78,24 +79,7 @@ class Controller(ABC):
     @classmethod
     def build_parameters(cls, values: Mapping[str, Any]) -> Any:
         """The Parameters instance for configured `values`; unknown names and wrong types are errors."""
-        fields = {f.name: f for f in dataclasses.fields(cls.Parameters)}
-        unknown = set(values) - set(fields)
-        if unknown:
-            raise ValueError(
-                f"controller {cls.name}: unknown parameter(s) {sorted(unknown)}; known: {sorted(fields)}"
-            )
-        hints = get_type_hints(cls.Parameters)
-        checked = {}
-        for key, value in values.items():
-            expected = hints.get(key)
-            if expected is float and isinstance(value, int) and not isinstance(value, bool):
-                value = float(value)
-            if isinstance(expected, type) and not isinstance(value, expected):
-                raise ValueError(
-                    f"controller {cls.name}: parameter {key} must be {expected.__name__}, got {value!r}"
-                )
-            checked[key] = value
-        return cls.Parameters(**checked)
+        return settings_from_table(cls.Parameters, values, f"controller {cls.name}", noun="parameter")
 
     @classmethod
     def parameter_defaults(cls) -> dict[str, Any]:

@@ -82,8 +82,9 @@ class PipelineInventory:
     The fields after `devices` are the detail a serving actuator reports when it has it (the PipeLive
     actuators do; others leave them empty): the address it is reached at, each stage's memory and KV use,
     every device the pipeline may use (its stages' and spare ones), the bytes one layer's weights and one
-    KV block of one layer take, the KV blocks in use, and the engine's metrics under vLLM's Prometheus names
-    (gauges as they are, counters and histogram `_sum`/`_count` as cumulative totals).
+    KV block of one layer take, the KV blocks in use, the engine's metrics under vLLM's Prometheus names
+    (gauges as they are, counters and histogram `_sum`/`_count` as cumulative totals) and the tokens one KV
+    block holds.
     """
 
     name: str
@@ -96,6 +97,8 @@ class PipelineInventory:
     kv_block_bytes_per_layer: int = 0
     kv_blocks_used: int = 0
     metrics: Mapping[str, float] = field(default_factory=dict)
+    # Tokens per KV block, the engine's one knob that every block count above follows (0: not reported).
+    block_size: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "layers_per_stage", tuple(self.layers_per_stage))

@@ -1,1 +1,2 @@
-"""What the control plane manages: the demo application and the PipeLive serving service (later issues)."""
+"""What the control plane manages: the demo application (`demo`), its simulator (`sim`) and live processes
+(`live`), and the PipeLive serving service (`pipelive`); `shared_data` locates the real data sets."""

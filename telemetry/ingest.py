@@ -1,9 +1,14 @@
-"""The bounded ingest queue between the OTLP receivers and the model.
+"""The Ingestor: the model's only writer, with one entry per signal, and the bounded queue of OTLP bodies.
 
-Receivers hand over raw request bodies; one worker task decodes each and applies it to the model, in
-arrival order, and resolves the receiver's future with the partial-success result. The queue is bounded
-in bytes: when ingest falls behind, `submit` refuses at once with `Overloaded` (gRPC UNAVAILABLE, HTTP 503
-with Retry-After, both retried by OTLP exporters) instead of letting memory grow.
+Spans: receivers hand over raw request bodies (`submit`); one worker task decodes each and applies it to the
+model, in arrival order, and resolves the receiver's future with the partial-success result. The queue is
+bounded in bytes: when ingest falls behind, `submit` refuses at once with `Overloaded` (gRPC UNAVAILABLE,
+HTTP 503 with Retry-After, both retried by OTLP exporters) instead of letting memory grow.
+
+Pre-aggregated reports (node agents' `TelemetryReport`s, `telemetry.reports`): `submit_report` decodes one
+and merges it at once; `submit_aggregates` merges aggregates built in this process. In-process producers
+that drive the clock themselves (the simulator) apply decoded requests with `ingest_now` and `expire_now`.
+Every entry runs on the event loop's thread, so the model has one writer at a time.
 """
 
 from __future__ import annotations
@@ -17,8 +22,11 @@ from dataclasses import dataclass
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from protos.controlplane.v1.agent_pb2 import TelemetryReport
+from telemetry.aggregates import TelemetryAggregates
 from telemetry.model import IngestResult, TelemetryModel
 from telemetry.otlp_json import MalformedRequest, parse_trace_request
+from telemetry.reports import aggregates_from_pb
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +82,7 @@ class Ingestor:
         self._queued_bytes = 0
         self._tasks: list[asyncio.Task] = []
         self.requests_refused = 0
+        self.reports_merged = 0
 
     @property
     def queued_bytes(self) -> int:
@@ -90,6 +99,27 @@ class Ingestor:
         self._queued_bytes += len(body)
         self._queue.put_nowait(_Pending(body, encoding, done))
         return await done
+
+    def submit_report(self, report: TelemetryReport) -> None:
+        """Merge one pre-aggregated report into the model now; MalformedReport (nothing merged) if invalid."""
+        config = self.model.config
+        now = self.model.clock()
+        self.submit_aggregates(
+            aggregates_from_pb(report, config.bucket_seconds, config.relative_accuracy, now)
+        )
+        self.reports_merged += 1
+
+    def submit_aggregates(self, aggregates: TelemetryAggregates) -> None:
+        """Merge aggregates kept with the model's buckets and accuracy (ValueError otherwise) now."""
+        self.model.merge(aggregates)
+
+    def ingest_now(self, request: ExportTraceServiceRequest, now: float | None = None) -> IngestResult:
+        """Apply one decoded request at once: for an in-process producer that owns the clock (a simulator)."""
+        return self.model.ingest(request, now)
+
+    def expire_now(self, now: float | None = None) -> None:
+        """Time out links and forget what is past retention now (the worker does this itself every second)."""
+        self.model.expire(now)
 
     def start(self) -> None:
         """Start the worker and the periodic maintenance (link expiry, retention) on the running loop."""

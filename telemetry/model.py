@@ -244,6 +244,10 @@ class TelemetryModel:
         aggregates.record_calls(self.linker.take_calls(), bucket_index, now)
         return result
 
+    def merge(self, aggregates: TelemetryAggregates) -> None:
+        """Add pre-aggregated telemetry (another shard's, or a node agent's report) to the windows."""
+        self.aggregates.merge(aggregates)
+
     def expire(self, now: float | None = None) -> None:
         """Time out pending links and forget services, operations and edges unseen for the retention."""
         now = self.clock() if now is None else now

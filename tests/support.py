@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from controlplane.config import Config
-from controlplane.server import BoundPorts, ControlPlaneServer
-from controlplane.shared_data import shared_data_dir
+from controlplane.serve.config import Config
+from controlplane.serve.server import BoundPorts, ControlPlaneServer
+from services.shared_data import shared_data_dir
 from telemetry import ModelConfig
 
 REPO = Path(__file__).resolve().parent.parent

@@ -32,34 +32,39 @@ import logging
 import os
 import subprocess
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import ClientError, ClientSession, ClientTimeout, TCPConnector
 
-from controlplane.actions import (
+from controlplane import (
     Action,
+    Actuator,
+    Inventory,
     Isolate,
     IsolationMechanism,
+    NodeInventory,
+    Outcome,
     Place,
     ReconfigurePipeline,
     Remediate,
     RemediationOperation,
     Route,
     Scale,
+    ServiceInventory,
+    free_port,
 )
-from controlplane.actuator import Actuator, Outcome
-from controlplane.net import free_port
-from controlplane.view import Inventory, NodeInventory, ServiceInventory
+from services.demo.app import AppSpec, load_app
 from services.live import processes
 from services.live.costs import total_memory_mb
 from services.live.protocol import BEHAVIOUR_PATH, INITIAL_VERSION, ROUTES_PREFIX
 from services.live.routing import Isolation
-from services.sim.app import AppSpec, load_app
 
 log = logging.getLogger(__name__)
+A = TypeVar("A", bound=Action)
 
 NODE = "local"
 # How often the actuator looks for replica processes that died (what a kubelet's liveness check does).
@@ -117,6 +122,7 @@ class LocalProcessActuator(Actuator):
     """Replica processes and the router on 127.0.0.1, changed by the control plane's actions."""
 
     name = "local-processes"
+    description = "the demo application's replicas as processes on this host (controlplane bench --live)"
 
     def __init__(
         self,
@@ -486,47 +492,56 @@ class LocalProcessActuator(Actuator):
             routing=routing,
         )
 
-    async def apply(self, action: Action) -> Outcome:
-        if isinstance(action, ReconfigurePipeline):
-            return Outcome(
-                False,
-                "the local-process actuator runs microservice replicas; it has no serving pipeline to"
-                " reconfigure (the PipeLive service's actuator does that)",
-            )
-        if isinstance(action, Place):
-            # Accepted, not refused: on one host the placement asked for is the only one there is.
-            return Outcome(
-                True,
-                f"single host: {action.replica or 'every replica of ' + action.target} runs on node"
-                f" {NODE!r}; placement onto {action.node!r} is a no-op here",
-            )
+    async def apply_reconfigure_pipeline(self, action: ReconfigurePipeline) -> Outcome:
+        return self.refuse(
+            action,
+            "the local-process actuator runs microservice replicas; it has no serving pipeline to"
+            " reconfigure (the PipeLive service's actuator does that)",
+        )
+
+    async def apply_place(self, action: Place) -> Outcome:
+        # Accepted, not refused: on one host the placement asked for is the only one there is.
+        return Outcome(
+            True,
+            f"single host: {action.replica or 'every replica of ' + action.target} runs on node"
+            f" {NODE!r}; placement onto {action.node!r} is a no-op here",
+        )
+
+    async def apply_scale(self, action: Scale) -> Outcome:
+        return await self._on_service(action, self._scale_to)
+
+    async def apply_route(self, action: Route) -> Outcome:
+        return await self._on_service(action, self._route)
+
+    async def apply_isolate(self, action: Isolate) -> Outcome:
+        return await self._on_service(action, self._isolate)
+
+    async def apply_remediate(self, action: Remediate) -> Outcome:
+        return await self._on_service(action, self._remediate)
+
+    async def _on_service(
+        self, action: A, change: Callable[[ServiceRuntime, A], Awaitable[Outcome]]
+    ) -> Outcome:
+        """Apply `change` to the action's service (refused when there is none); count what was applied."""
         runtime = self.services.get(action.target)
         if runtime is None:
             return Outcome(False, f"no service named {action.target!r} in {self.app.name}")
-        outcome = await self._apply_to(runtime, action)
+        outcome = await change(runtime, action)
         if outcome.ok:
             self.applied_actions += 1
         return outcome
 
-    async def _apply_to(self, runtime: ServiceRuntime, action: Action) -> Outcome:
-        name = runtime.name
-        if isinstance(action, Scale):
-            before = len([replica for replica in runtime.replicas if not replica.replaces])
-            started, stopped = self._scale(runtime, action.replicas)
-            await self._push(runtime)
-            return Outcome(
-                True,
-                f"{name}: {before} -> {action.replicas} replicas ({started} starting, {stopped} stopping)",
-            )
-        if isinstance(action, Route):
-            runtime.weights = dict(action.weights)
-            await self._push(runtime)
-            return Outcome(True, f"{name}: router weights {dict(action.weights)}")
-        if isinstance(action, Isolate):
-            return await self._isolate(runtime, action)
-        if isinstance(action, Remediate):
-            return await self._remediate(runtime, action)
-        return Outcome(False, f"the local-process actuator cannot apply {action.name}")
+    async def _scale_to(self, runtime: ServiceRuntime, action: Scale) -> Outcome:
+        before = len([replica for replica in runtime.replicas if not replica.replaces])
+        started, stopped = self._scale(runtime, action.replicas)
+        await self._push(runtime)
+        counts = f"{started} starting, {stopped} stopping"
+        return Outcome(True, f"{runtime.name}: {before} -> {action.replicas} replicas ({counts})")
+
+    async def _route(self, runtime: ServiceRuntime, action: Route) -> Outcome:
+        runtime.weights = dict(action.weights)
+        await self._push(runtime)
+        return Outcome(True, f"{runtime.name}: router weights {dict(action.weights)}")
 
     async def _isolate(self, runtime: ServiceRuntime, action: Isolate) -> Outcome:
         isolation = runtime.isolation

@@ -23,9 +23,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from services.demo.scenario import Event
 from services.live.actuator import LocalProcessActuator, ReplicaState
 from services.live.loadgen import LoadGenerator
-from services.sim.scenario import Event
 
 Undo = Callable[[], Awaitable[object]]
 

@@ -20,9 +20,9 @@ from itertools import accumulate
 
 from aiohttp import ClientError, ClientSession, ClientTimeout, TCPConnector
 
+from services.demo.app import AppSpec, RequestType
+from services.demo.results import RunRecorder
 from services.live.protocol import CALL_PREFIX, REQUEST_TYPE_HEADER
-from services.sim.app import AppSpec, RequestType
-from services.sim.results import RunRecorder
 
 REQUEST_TIMEOUT_SECONDS = 30.0
 

@@ -40,6 +40,7 @@ from aiohttp import ClientError, ClientSession, ClientTimeout, TCPConnector, web
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from services.demo.app import AppSpec, Call, RequestType, ServiceSpec, load_app
 from services.live.lifecycle import die_with_parent, stop_event_on_signals
 from services.live.protocol import (
     BEHAVIOUR_PATH,
@@ -52,7 +53,6 @@ from services.live.protocol import (
     replica_seed,
 )
 from services.live.tracing import PROPAGATOR, tracer_provider
-from services.sim.app import AppSpec, Call, RequestType, ServiceSpec, load_app
 
 # How long a stopping replica lets requests in progress finish before it exits anyway.
 STOP_GRACE_SECONDS = 5.0

@@ -1,6 +1,7 @@
 """The `controlplane pipelive` commands: serve the engine, benchmark it, write a checkpoint.
 
-`controlplane/cli.py` calls `add_commands(subparsers)`; everything else about these commands lives here.
+Registered under the `controlplane.commands` entry points (`add_commands`); torch loads only when one of
+these commands runs. The benchmarks themselves live in `services.pipelive.bench`.
 """
 
 from __future__ import annotations
@@ -8,9 +9,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import re
 
+DEFAULT_MODEL = "tiny"
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "B": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 
@@ -41,7 +44,13 @@ def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[
 
     serve = sub.add_parser("serve", help="serve a model over an OpenAI-compatible HTTP API and gRPC")
     serve.add_argument(
-        "--model", help="preset (tiny, small, bench, 300m), JSON config, or Llama safetensors dir"
+        "--model",
+        help="preset (tiny, small, bench, 300m), JSON config or Llama checkpoint dir"
+        f" (default {DEFAULT_MODEL})",
+    )
+    serve.add_argument(
+        "--served-model-name",
+        help="the model name the API answers to and reports (default: --model as given, as vLLM does)",
     )
     serve.add_argument("--stages", type=int, default=1, help="pipeline stages")
     serve.add_argument(
@@ -159,6 +168,9 @@ def _serve(args: argparse.Namespace) -> int:
     model, checkpoint = resolve_model(args.model)
     if args.dtype:
         model = model.with_dtype(args.dtype)
+    # As vLLM does: the model is served under the name it was given (`--model bench` answers to "bench",
+    # a checkpoint directory to its path as typed) unless --served-model-name says otherwise.
+    model = dataclasses.replace(model, name=args.served_model_name or args.model or DEFAULT_MODEL)
     engine = EngineConfig(
         num_stages=args.stages,
         layer_split=tuple(args.layer_split) if args.layer_split else None,
@@ -181,32 +193,32 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from services.pipelive import bench
+    from services.pipelive.bench import serving
     from services.pipelive.config import resolve_model
 
     if args.pause_scaling:
-        from services.pipelive import bench_pause_scaling
+        from services.pipelive.bench import pause_scaling
 
-        figures = bench_pause_scaling.run(
+        figures = pause_scaling.run(
             sizes=tuple(args.kv_blocks), mode=args.mode or "thread", progress=not args.json
         )
-        print_human = bench_pause_scaling.print_human
+        print_human = pause_scaling.print_human
     elif args.reconfigure:
-        from controlplane.shared_data import shared_data_dir
-        from services.pipelive import bench_reconfigure
+        from services.pipelive.bench import reconfigure
+        from services.shared_data import shared_data_dir
 
         trace = shared_data_dir() / "azure-llm-inference-2023" / "AzureLLMInferenceTrace_conv.csv"
-        figures = bench_reconfigure.run(
+        figures = reconfigure.run(
             token_scale=args.token_scale or 0.25,
             phase_seconds=args.phase_seconds,
             trace_path=trace,
             mode=args.mode or "thread",
             progress=not args.json,
         )
-        print_human = bench_reconfigure.print_human
+        print_human = reconfigure.print_human
     else:
         model, _ = resolve_model(args.model)
-        figures = bench.run(
+        figures = serving.run(
             model,
             args.stages,
             trace=args.trace,
@@ -222,9 +234,9 @@ def _bench(args: argparse.Namespace) -> int:
             vllm_python=args.vllm_python,
             progress=not args.json,
         )
-        print_human = bench.print_human
+        print_human = serving.print_human
     if args.json:
-        print(bench.to_json(figures))
+        print(serving.to_json(figures))
     else:
         print_human(figures)
     return 0

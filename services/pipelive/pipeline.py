@@ -25,7 +25,9 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from controlplane.net import free_port
+from controlplane import (
+    free_port,
+)
 from services.pipelive.plan import StepPlan
 from services.pipelive.process_migration import MigrationClient, StageMigrationServer
 from services.pipelive.stage import (

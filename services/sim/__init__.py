@@ -1,1 +1,2 @@
-"""The discrete-event simulator of an application on a cluster, its scenarios and its actuator."""
+"""The discrete-event simulator of an application on a cluster and of a serving pipeline, and their
+actuators."""

@@ -11,19 +11,22 @@ is a node. Serving pipelines do not exist here, so `ReconfigurePipeline` is refu
 
 from __future__ import annotations
 
-from controlplane.actions import (
+from controlplane import (
     Action,
+    Actuator,
+    Inventory,
     Isolate,
     IsolationMechanism,
+    NodeInventory,
+    Outcome,
     Place,
     ReconfigurePipeline,
     Remediate,
     RemediationOperation,
     Route,
     Scale,
+    ServiceInventory,
 )
-from controlplane.actuator import Actuator, Outcome
-from controlplane.view import Inventory, NodeInventory, ServiceInventory
 from services.sim.cluster import DOWN, DRAINING, READY, Replica, ServiceState
 from services.sim.engine import Simulator
 
@@ -32,6 +35,7 @@ class SimActuator(Actuator):
     """Applies actions to a `Simulator` at its current simulated time."""
 
     name = "simulator"
+    description = "the discrete-event simulator (controlplane bench); made in code, not from a config file"
 
     def __init__(self, sim: Simulator) -> None:
         self.sim = sim
@@ -69,31 +73,45 @@ class SimActuator(Actuator):
         )
 
     async def apply(self, action: Action) -> Outcome:
-        state = self.sim.services.get(action.target)
-        if isinstance(action, ReconfigurePipeline):
-            return Outcome(False, "the simulator runs no serving pipelines")
-        node_drain = isinstance(action, Remediate) and action.operation is RemediationOperation.DRAIN
-        if node_drain and action.target in self.sim.nodes and not action.replica:
-            return self._count(self._drain_node(action.target))
-        if state is None:
-            return Outcome(False, f"no service named {action.target!r} in the simulation")
-        if isinstance(action, Scale):
-            return self._count(self._scale(state, action.replicas))
-        if isinstance(action, Place):
-            return self._count(self._place(state, action))
-        if isinstance(action, Route):
-            state.weights = {key: float(value) for key, value in action.weights.items()}
-            self.sim._routes_changed(state)
-            return self._count(Outcome(True, f"{action.target} routing set to {state.weights}"))
-        if isinstance(action, Isolate):
-            return self._count(_isolate(state, action, self.sim.now))
-        if isinstance(action, Remediate):
-            return self._count(self._remediate(state, action))
-        return Outcome(False, f"the simulator cannot carry out {action.name}")
-
-    def _count(self, outcome: Outcome) -> Outcome:
+        outcome = await super().apply(action)
         self.applied += outcome.ok
         return outcome
+
+    def _state(self, action: Action) -> ServiceState | Outcome:
+        state = self.sim.services.get(action.target)
+        if state is None:
+            return Outcome(False, f"no service named {action.target!r} in the simulation")
+        return state
+
+    async def apply_scale(self, action: Scale) -> Outcome:
+        state = self._state(action)
+        return state if isinstance(state, Outcome) else self._scale(state, action.replicas)
+
+    async def apply_place(self, action: Place) -> Outcome:
+        state = self._state(action)
+        return state if isinstance(state, Outcome) else self._place(state, action)
+
+    async def apply_route(self, action: Route) -> Outcome:
+        state = self._state(action)
+        if isinstance(state, Outcome):
+            return state
+        state.weights = {key: float(value) for key, value in action.weights.items()}
+        self.sim._routes_changed(state)
+        return Outcome(True, f"{action.target} routing set to {state.weights}")
+
+    async def apply_isolate(self, action: Isolate) -> Outcome:
+        state = self._state(action)
+        return state if isinstance(state, Outcome) else _isolate(state, action, self.sim.now)
+
+    async def apply_remediate(self, action: Remediate) -> Outcome:
+        node_drain = action.operation is RemediationOperation.DRAIN and not action.replica
+        if node_drain and action.target in self.sim.nodes:
+            return self._drain_node(action.target)
+        state = self._state(action)
+        return state if isinstance(state, Outcome) else self._remediate(state, action)
+
+    async def apply_reconfigure_pipeline(self, action: ReconfigurePipeline) -> Outcome:
+        return self.refuse(action, "the simulator runs no serving pipelines")
 
     def _scale(self, state: ServiceState, replicas: int) -> Outcome:
         live = _live(state)

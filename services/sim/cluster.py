@@ -10,7 +10,7 @@ import math
 from collections import deque
 from dataclasses import dataclass, field
 
-from services.sim.app import ServiceSpec
+from services.demo.app import ServiceSpec
 
 STARTING, READY, DRAINING, DOWN = "starting", "ready", "draining", "down"
 BREAKER_PROBE_SECONDS = 0.05

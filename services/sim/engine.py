@@ -29,10 +29,10 @@ from math import exp
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from services.sim.app import AppSpec, RequestType
+from services.demo.app import AppSpec, RequestType
+from services.demo.results import RunRecorder
+from services.demo.scenario import ClusterSpec
 from services.sim.cluster import DOWN, DRAINING, READY, STARTING, Node, Replica, ServiceState, Version
-from services.sim.results import RunRecorder
-from services.sim.scenario import ClusterSpec
 from telemetry.sampling import threshold_for
 
 MAX_QUEUE_PER_WORKER = 50  # a replica refuses (503) beyond this many waiting requests per worker

@@ -1,12 +1,16 @@
-"""Scenario events carried out on the simulator; each returns how to undo it when it has a duration."""
+"""Scenario events carried out on the simulators (the application's and the serving pipeline's); each returns
+how to undo it when it has a duration. A new kind of event is declared in `services.demo.scenario`
+(`EVENT_PARAMETERS`) and carried out here."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+from services.demo.scenario import Event
+from services.demo.serving import GIB, DeviceSpec
 from services.sim.cluster import DOWN, READY, Node, Version
 from services.sim.engine import EVICTION_SECONDS, Simulator
-from services.sim.scenario import Event
+from services.sim.pipeline import PipelineSim
 
 Undo = Callable[[], None]
 
@@ -123,3 +127,45 @@ _HANDLERS: dict[str, Callable[[Simulator, dict], Undo | None]] = {
     "node_leave": _node_leave,
     "node_join": _node_join,
 }
+
+
+def apply_pipeline_event(sim: PipelineSim, event: Event) -> Undo | None:
+    """Inject a pipeline scenario's event now; returns its undo (for events with a duration) or None."""
+    parameters = event.parameters
+    if event.kind == "load":
+        factor = float(parameters["factor"])
+        sim.rate_factor *= factor
+
+        def undo_load() -> None:
+            sim.rate_factor /= factor
+
+        return undo_load
+    if event.kind == "mix":
+        previous = sim.mix_weights
+        sim.set_mix(dict(parameters["weights"]))
+        return lambda: sim.set_mix(previous)
+    if event.kind == "device_budget":
+        device = str(parameters["device"])
+        before = sim.device(device).budget_bytes
+        sim.set_budget(device, int(float(parameters["budget_gib"]) * GIB))
+        return lambda: sim.set_budget(device, before)
+    if event.kind == "device_join":
+        name = str(parameters["device"])
+        sim.add_device(
+            DeviceSpec(
+                name,
+                int(float(parameters["budget_gib"]) * GIB),
+                float(parameters.get("prefill_speed", 1.0)),
+                float(parameters.get("decode_speed", 1.0)),
+            )
+        )
+        return lambda: sim.remove_device(name)
+    if event.kind == "device_leave":
+        name = str(parameters["device"])
+        sim.remove_device(name)
+
+        def undo_leave() -> None:
+            sim.device(name).ready = True
+
+        return undo_leave
+    raise ValueError(f"a pipeline scenario cannot inject a {event.kind} event")

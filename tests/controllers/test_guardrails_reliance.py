@@ -14,8 +14,8 @@ from controlplane import (
     ServiceInventory,
     TelemetryView,
 )
-from controlplane.coordinator import Coordinator, Submitted
-from controlplane.guardrails import GuardrailConfig, Guardrails
+from controlplane.engine.coordinator import Coordinator, Submitted
+from controlplane.engine.guardrails import GuardrailConfig, Guardrails
 from telemetry import GraphSnapshot, NodeSnapshot, WindowSummary
 
 

@@ -8,14 +8,14 @@ from controllers.pipeline import PipelineReconfiguration
 from controlplane import (
     DeviceInventory,
     Inventory,
+    Outcome,
     PipelineInventory,
     Place,
     ReconfigurePipeline,
     TelemetryView,
 )
-from controlplane.actuator import Outcome
-from controlplane.coordinator import Coordinator, Submitted
 from controlplane.decisions import DecisionStatus
+from controlplane.engine.coordinator import Coordinator, Submitted
 from telemetry import GraphSnapshot
 
 GIB = 1024**3

@@ -17,7 +17,7 @@ import pytest
 
 import controlplane.registry
 from controlplane import Controller, ControllerRegistry, Mode, Scale, Taxonomy, TelemetryView, controller
-from controlplane.controllers_config import load_controllers
+from controlplane.engine.controllers_config import load_controllers
 from tests.support import EXAMPLE_PLUGIN, pip_install_target
 
 # A second distribution whose entry points are broken in three different ways, plus one good controller
@@ -63,7 +63,7 @@ SNIPPET = textwrap.dedent(
     import asyncio, json, tomllib
 
     from controlplane import ControllerRegistry, Inventory, TelemetryView
-    from controlplane.controllers_config import load_controllers
+    from controlplane.engine.controllers_config import load_controllers
     from telemetry import GraphSnapshot, NodeSnapshot, WindowSummary
 
 
@@ -385,10 +385,10 @@ def test_config_overrides_period_and_time_budget_per_instance() -> None:
 def test_a_learning_controller_promoted_in_the_config_acts_and_one_not_promoted_is_shadowed() -> None:
     import asyncio
 
-    from controlplane.actuator import InMemoryActuator
+    from actuators.memory import InMemoryActuator
     from controlplane.decisions import DecisionStatus
-    from controlplane.runtime import ControlLoop
-    from controlplane.store import DecisionStore
+    from controlplane.engine.runtime import ControlLoop
+    from controlplane.engine.store import DecisionStore
     from telemetry import TelemetryModel
 
     class Learner(Controller):

@@ -3,7 +3,7 @@
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from controlplane.tracegen import TraceGenerator, layered_topology
+from bench.tracegen import TraceGenerator, layered_topology
 from telemetry import ModelConfig, TelemetryModel, WindowSummary
 
 
