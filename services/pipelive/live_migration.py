@@ -43,9 +43,10 @@ from services.pipelive.kv_patch import (
     copy_blocks,
 )
 from services.pipelive.model import StageWeights
+from services.pipelive.partition import contiguous_runs
 from services.pipelive.pipeline import ProcessPipeline, ThreadPipeline, start_pipeline
 from services.pipelive.process_migration import MigrationClient
-from services.pipelive.reconfigure import ReconfigurationPlan, ReconfigureFailed, _contiguous_runs
+from services.pipelive.reconfigure import ReconfigurationPlan, ReconfigureFailed
 from services.pipelive.stage import StageSpec, StageWorker
 from services.pipelive.weight_store import HostWeightStore, copy_layer_to
 
@@ -247,7 +248,7 @@ class Reconfiguration:
                 budget,
             )
             self._changes.append(change)
-            for run in _contiguous_runs(stage.incoming):
+            for run in contiguous_runs(stage.incoming):
                 worker.cache.add_layers(run)
             if stage.outgoing:
                 worker.dirty = DirtyBitmap(stage.outgoing, engine.config.block_size)

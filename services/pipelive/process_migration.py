@@ -36,6 +36,7 @@ import torch.distributed as dist
 
 from services.pipelive.kv_patch import DirtyBitmap
 from services.pipelive.model import StageWeights
+from services.pipelive.partition import contiguous_runs
 from services.pipelive.weight_store import HostWeightStore, copy_layer_to
 
 log = logging.getLogger(__name__)
@@ -98,9 +99,7 @@ def receive_longs(peer: int, group: Any) -> torch.Tensor:
 
 # stage side: the parts of a reconfiguration carried out by control commands at safe points
 def apply_prepare(worker: Any, change: dict[str, Any]) -> None:
-    from services.pipelive.reconfigure import _contiguous_runs
-
-    for run in _contiguous_runs(change["incoming"]):
+    for run in contiguous_runs(change["incoming"]):
         worker.cache.add_layers(run)
     if change["outgoing"]:
         worker.dirty = DirtyBitmap(change["outgoing"], worker.spec.engine.block_size)
