@@ -3,7 +3,8 @@
 `LLMEngine.step()` is one iteration: schedule, lay out micro-batches, run them through the stages, sample,
 and report the new tokens. Between two steps nothing is in flight — that is the safe point where the KV
 pool is resized (`resize_kv`), and where a reconfiguration (`begin_reconfigure`, see `live_migration.py`)
-switches layer ownership.
+switches layer ownership. A reconfiguration reaches the engine only through the pool-control object the
+engine hands it (`EnginePoolControl`, the `PoolControl` of `pool_control.py`).
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ from services.pipelive.kv_patch import DEFAULT_DIRTY_THRESHOLD, DEFAULT_MAX_ROUN
 from services.pipelive.live_migration import ProcessReconfiguration, Reconfiguration
 from services.pipelive.metrics import EngineMetrics
 from services.pipelive.params import InvalidRequest, Limits, SamplingParams
-from services.pipelive.pipeline import start_pipeline
+from services.pipelive.pipeline import Pipeline, start_pipeline
 from services.pipelive.plan import SequenceWork, build_plan
+from services.pipelive.pool_control import PoolControl
 from services.pipelive.reconfigure import (
     ReconfigurationPlan,
     ReconfigureRefused,
@@ -121,17 +123,14 @@ class LLMEngine:
             HostWeightStore(model, self.checkpoint) if host_weights and mode == "thread" else None
         )
         self._reconfiguration: Reconfiguration | None = None
+        self._pool_control: PoolControl = EnginePoolControl(self)
         self.layer_ranges = self.config.layer_ranges(model.num_hidden_layers)
         specs = [
-            StageSpec(
+            self._stage_spec(
                 index,
                 len(self.layer_ranges),
                 layers,
-                model,
-                self.config,
-                str(checkpoint) if checkpoint else None,
                 self.config.stage_budgets[index] if self.config.stage_budgets else None,
-                host_weights and mode == "process",
             )
             for index, layers in enumerate(self.layer_ranges)
         ]
@@ -162,6 +161,18 @@ class LLMEngine:
         self._ids = itertools.count()
         self.num_steps = 0
 
+    def _stage_spec(self, index: int, num_stages: int, layers: range, budget: int | None) -> StageSpec:
+        return StageSpec(
+            index,
+            num_stages,
+            layers,
+            self.model,
+            self.config,
+            self.checkpoint,
+            budget,
+            self.host_weights and self.mode == "process",
+        )
+
     def _no_room_message(self) -> str:
         lines = [
             f"stage {s.index} (layers {s.first_layer}-{s.end_layer - 1}): "
@@ -187,6 +198,12 @@ class LLMEngine:
             self.pool.shrink(count)
             raise
         return chunk_ids
+
+    def _release_chunks(self, count: int) -> list[int]:
+        released = self.pool.shrink(count)
+        if released:
+            self._stages = self.pipeline.control("release_chunks", chunk_ids=released)
+        return released
 
     def resize_kv(self, target_blocks: int) -> ResizeResult:
         """Grow or shrink the KV pool to `target_blocks` (rounded up to whole chunks) while requests run.
@@ -224,8 +241,7 @@ class LLMEngine:
                     "a request in progress needs "
                     f"up to {max(needed, 1)} blocks to finish, and the pool keeps at least one chunk"
                 )
-            released = self.pool.shrink(current - target_chunks)
-            self._stages = self.pipeline.control("release_chunks", chunk_ids=released)
+            released = self._release_chunks(current - target_chunks)
             return ResizeResult(self.pool.num_total, released_chunks=released)
         return ResizeResult(self.pool.num_total)
 
@@ -306,7 +322,7 @@ class LLMEngine:
             raise ReconfigureRefused(reason)
         kind = Reconfiguration if self.mode == "thread" else ProcessReconfiguration
         reconfiguration = kind(
-            self,
+            self._pool_control,
             plan,
             budgets=list(budgets) if budgets else None,
             dirty_threshold=dirty_threshold,
@@ -500,3 +516,94 @@ class LLMEngine:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class EnginePoolControl:
+    """The `PoolControl` (pool_control.py) of one engine: what a reconfiguration may do to it, nothing more.
+
+    It lives here, beside the engine, because it is the one other class that touches the engine's private
+    state; live migration only ever sees it as a `PoolControl`.
+    """
+
+    def __init__(self, engine: LLMEngine) -> None:
+        self._engine = engine
+
+    @property
+    def pipeline(self) -> Pipeline:
+        return self._engine.pipeline
+
+    @property
+    def stages(self) -> list[StageStatus]:
+        return list(self._engine._stages)
+
+    @property
+    def block_size(self) -> int:
+        return self._engine.config.block_size
+
+    @property
+    def checkpoint(self) -> str | None:
+        return self._engine.checkpoint
+
+    @property
+    def num_chunks(self) -> int:
+        return self._engine.pool.num_chunks
+
+    @property
+    def num_preemptions(self) -> int:
+        return self._engine.scheduler.num_preemptions
+
+    def chunk_ids(self) -> list[int]:
+        return self._engine.pool.chunk_ids()
+
+    def live_slots(self) -> list[int]:
+        pool = self._engine.pool
+        return sorted(pool.slot_index(block) for block in pool.live_blocks())
+
+    def capacity_blocks(self) -> int:
+        return self._engine.capacity_blocks()
+
+    def wanted_pool_blocks(self, capacity: int) -> int:
+        return self._engine.wanted_pool_blocks(capacity)
+
+    def add_chunks(self, count: int) -> list[int]:
+        return self._engine._add_chunks(count)
+
+    def release_chunks(self, count: int) -> list[int]:
+        return self._engine._release_chunks(count)
+
+    def refresh_stages(self) -> None:
+        self._engine._stages = self._engine.pipeline.control("status")
+
+    def preempt_all(self) -> int:
+        count = 0
+        while self._engine.scheduler.preempt_newest() is not None:
+            count += 1
+        return count
+
+    def reserve_for_running(self, reserve: bool) -> None:
+        self._engine.scheduler.reserve_for_running = reserve
+
+    def stage_spec(self, index: int, num_stages: int, layers: range, budget_bytes: int | None) -> StageSpec:
+        return self._engine._stage_spec(index, num_stages, layers, budget_bytes)
+
+    def weight_store(self) -> HostWeightStore:
+        return self._engine.weight_store()
+
+    def switched(self, layers: list[range], stages: list[StageStatus] | None = None) -> None:
+        engine = self._engine
+        engine.layer_ranges = list(layers)
+        engine.num_microbatches = engine.config.num_microbatches or len(layers)
+        engine._stages = list(stages) if stages is not None else engine.pipeline.control("status")
+
+    def redeploy(self, specs: list[StageSpec]) -> None:
+        engine = self._engine
+        standing = getattr(engine.pipeline, "max_stages", 0)  # the stage processes it was started with
+        engine.pipeline.close()
+        engine.pipeline = start_pipeline(
+            specs,
+            engine.mode,
+            engine.config.threads_per_stage,
+            max(engine.config.max_stages or 0, standing, len(specs)),
+        )
+        engine.pool.shrink(engine.pool.num_chunks)  # the new stages hold no chunks yet
+        self.switched([spec.layers for spec in specs])

@@ -3,6 +3,8 @@
 A `Reconfiguration` is started by `LLMEngine.begin_reconfigure` (at a safe point, after planning and
 admission) and advanced by the engine at every later safe point — between two iterations, with no
 micro-batch in flight — until it commits or rolls back. Its `future` then holds the `ReconfigureResult`.
+It reaches the engine only through the `PoolControl` it is handed (`pool_control.py`: the KV pool, the
+stages' statuses, the pipeline, the partition serving), never the engine itself.
 
 * **live**: shrink the KV pool to what the stages can hold during the change (releasing free chunks only),
   give the targets KV units for their incoming layers and start dirty tracking on the sources; then, on a
@@ -31,7 +33,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
@@ -43,14 +45,13 @@ from services.pipelive.kv_patch import (
     copy_blocks,
 )
 from services.pipelive.model import StageWeights
-from services.pipelive.pipeline import ProcessPipeline, ThreadPipeline, start_pipeline
+from services.pipelive.partition import contiguous_runs
+from services.pipelive.pipeline import ProcessPipeline, ThreadPipeline
+from services.pipelive.pool_control import PoolControl
 from services.pipelive.process_migration import MigrationClient
-from services.pipelive.reconfigure import ReconfigurationPlan, ReconfigureFailed, _contiguous_runs
+from services.pipelive.reconfigure import ReconfigurationPlan, ReconfigureFailed
 from services.pipelive.stage import StageSpec, StageWorker
 from services.pipelive.weight_store import HostWeightStore, copy_layer_to
-
-if TYPE_CHECKING:
-    from services.pipelive.engine import LLMEngine
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +93,7 @@ class Reconfiguration:
 
     def __init__(
         self,
-        engine: LLMEngine,
+        control: PoolControl,
         plan: ReconfigurationPlan,
         *,
         budgets: list[int] | None = None,
@@ -104,7 +105,7 @@ class Reconfiguration:
             raise ValueError("dirty_threshold must not be negative")
         if max_rounds < 1:
             raise ValueError("max_rounds must be at least 1")
-        self.engine = engine
+        self.control = control
         self.plan = plan
         self.method = plan.method
         self.budgets = budgets
@@ -116,7 +117,7 @@ class Reconfiguration:
         self.state = "start"
         self.fabric = MigrationFabric()
         self._begin = time.perf_counter()
-        self._preemptions_before = engine.scheduler.num_preemptions
+        self._preemptions_before = control.num_preemptions
         self._released_chunks = 0
         self._prepare_ms = 0.0
         self._dirty_blocks_copied = 0
@@ -180,7 +181,7 @@ class Reconfiguration:
 
     # starting
     def _workers(self) -> list[StageWorker]:
-        pipeline = self.engine.pipeline
+        pipeline = self.control.pipeline
         if not isinstance(pipeline, ThreadPipeline):
             raise RuntimeError("live reconfiguration needs the thread pipeline")
         return pipeline.workers
@@ -208,28 +209,23 @@ class Reconfiguration:
     def _prepare(self) -> None:
         """At a safe point: make room in the pool, give targets KV units, start dirty tracking."""
         started = time.perf_counter()
-        engine, plan = self.engine, self.plan
+        control, plan = self.control, self.plan
         per_chunk = plan.blocks_per_chunk
-        keep = min(engine.pool.num_chunks, plan.capacity_during // per_chunk)
-        if self.method == "live_no_resize" and keep < engine.pool.num_chunks:
+        keep = min(control.num_chunks, plan.capacity_during // per_chunk)
+        if self.method == "live_no_resize" and keep < control.num_chunks:
             # Without live resizing the pool is one allocation: making it smaller means allocating it anew,
             # which loses every block's KV, so every running request is preempted (and recomputed).
-            while engine.scheduler.preempt_newest() is not None:
-                pass
-        released = engine.pool.shrink(engine.pool.num_chunks - keep)
+            control.preempt_all()
+        released = control.release_chunks(control.num_chunks - keep)
         self._released_chunks = len(released)
-        if released:
-            engine._stages = engine.pipeline.control("release_chunks", chunk_ids=released)
-            if self.method == "live":
-                engine.scheduler.reserve_for_running = True
+        if released and self.method == "live":
+            control.reserve_for_running(True)
         self._prepare_stages()
-        self._initial_slots = torch.tensor(
-            sorted(engine.pool.slot_index(block) for block in engine.pool.live_blocks()), dtype=torch.long
-        )
+        self._initial_slots = torch.tensor(control.live_slots(), dtype=torch.long)
         self._prepare_ms = (time.perf_counter() - started) * 1000
 
     def _prepare_stages(self) -> None:
-        engine, plan = self.engine, self.plan
+        plan = self.plan
         workers = self._workers()
         for stage in plan.stages:
             if stage.current is not None:
@@ -247,29 +243,24 @@ class Reconfiguration:
                 budget,
             )
             self._changes.append(change)
-            for run in _contiguous_runs(stage.incoming):
+            for run in contiguous_runs(stage.incoming):
                 worker.cache.add_layers(run)
             if stage.outgoing:
-                worker.dirty = DirtyBitmap(stage.outgoing, engine.config.block_size)
+                worker.dirty = DirtyBitmap(stage.outgoing, self.control.block_size)
 
     def _new_stage_spec(self, index: int, target: range) -> StageSpec:
         """A new stage before the switch: no layers yet (its layers come with the switch), not the last."""
-        engine = self.engine
-        return StageSpec(
+        return self.control.stage_spec(
             index,
             index + 2,
             range(target.start, target.start),
-            engine.model,
-            engine.config,
-            engine.checkpoint,
             self.budgets[index] if self.budgets else None,
-            engine.host_weights and engine.mode == "process",
         )
 
     def _standby_worker(self, index: int, target: range) -> StageWorker:
         """A new stage: no layers yet, KV chunks matching the pool (units come with its incoming layers)."""
         worker = StageWorker(self._new_stage_spec(index, target), weights=StageWeights(layers={}))
-        for chunk_id in self.engine.pool.chunk_ids():
+        for chunk_id in self.control.chunk_ids():
             worker.cache.add_chunk(chunk_id)
         return worker
 
@@ -297,7 +288,7 @@ class Reconfiguration:
             self.state = "failed"
 
     def _store(self) -> HostWeightStore:
-        return self.engine.weight_store()
+        return self.control.weight_store()
 
     def _copy_weights(self) -> None:
         store = self._store()
@@ -400,7 +391,7 @@ class Reconfiguration:
         self.result.pause_ms = (time.perf_counter() - started) * 1000 - hook_ms
 
     def _switch_stages(self) -> None:
-        engine, plan = self.engine, self.plan
+        plan = self.plan
         count = len(plan.target)
         for change in self._changes:
             worker = change.worker
@@ -424,24 +415,22 @@ class Reconfiguration:
             worker.last = worker.spec.index == count - 1
             worker.cache.layers = change.target
         new_workers = [change.worker for change in self._changes if change.target is not None]
-        pipeline = engine.pipeline
+        pipeline = self.control.pipeline
         assert isinstance(pipeline, ThreadPipeline)
         if len(new_workers) != pipeline.num_stages:
             pipeline.relink(new_workers)
-        engine.layer_ranges = list(plan.target)
-        engine.num_microbatches = engine.config.num_microbatches or count
-        engine._stages = pipeline.control("status")
+        self.control.switched(list(plan.target))
 
     def _commit(self) -> None:
         """Next safe point after the switch: give the pool what the new layout allows, and finish."""
-        engine, plan = self.engine, self.plan
-        engine.scheduler.reserve_for_running = False
+        control, plan = self.control, self.plan
+        control.reserve_for_running(False)
         if self.method != "live_no_resize":  # without live resizing the pool cannot grow back either
-            wanted = engine.wanted_pool_blocks(min(plan.capacity_after, engine.capacity_blocks()))
-            missing = wanted // plan.blocks_per_chunk - engine.pool.num_chunks
+            wanted = control.wanted_pool_blocks(min(plan.capacity_after, control.capacity_blocks()))
+            missing = wanted // plan.blocks_per_chunk - control.num_chunks
             if missing > 0:
-                engine._add_chunks(missing)
-        self.result.preempted = engine.scheduler.num_preemptions - self._preemptions_before
+                control.add_chunks(missing)
+        self.result.preempted = control.num_preemptions - self._preemptions_before
         self.result.channel_rejections = self.fabric.stats.rejections
         self.result.total_ms = (time.perf_counter() - self._begin) * 1000
         self.state = "done"
@@ -453,13 +442,13 @@ class Reconfiguration:
         self._cancel.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=30)
-        engine = self.engine
+        control = self.control
         self._rollback_stages()
-        engine.scheduler.reserve_for_running = False
+        control.reserve_for_running(False)
         if self._released_chunks:
-            engine._add_chunks(self._released_chunks)
+            control.add_chunks(self._released_chunks)
             self._released_chunks = 0
-        engine._stages = engine.pipeline.control("status")
+        control.refresh_stages()
 
     def _rollback_stages(self) -> None:
         for change in self._changes:
@@ -473,55 +462,33 @@ class Reconfiguration:
 
     # stop and redeploy
     def _stop_and_redeploy(self) -> None:
-        engine, plan = self.engine, self.plan
+        control, plan = self.control, self.plan
         started = time.perf_counter()
-        standing = getattr(engine.pipeline, "max_stages", 0)  # the stage processes it was started with
-        while engine.scheduler.preempt_newest() is not None:
-            self.result.preempted += 1
+        self.result.preempted += control.preempt_all()
         self.state = "switching"  # the old pipeline goes away: nothing to roll back to after this
-        engine.pipeline.close()
+        current = control.stages
 
         def budget(index: int) -> int | None:
             if self.budgets:
                 return self.budgets[index]
-            return engine._stages[index].budget_bytes if index < len(engine._stages) else None
+            return current[index].budget_bytes if index < len(current) else None
 
         specs = [
-            StageSpec(
-                index,
-                len(plan.target),
-                layers,
-                engine.model,
-                engine.config,
-                engine.checkpoint,
-                budget(index),
-                engine.host_weights and engine.mode == "process",
-            )
+            control.stage_spec(index, len(plan.target), layers, budget(index))
             for index, layers in enumerate(plan.target)
         ]
-        engine.pipeline = start_pipeline(
-            specs,
-            engine.mode,
-            engine.config.threads_per_stage,
-            max(engine.config.max_stages or 0, standing, len(specs)),
-        )
-        engine.pool.shrink(engine.pool.num_chunks)
-        engine._stages = engine.pipeline.control("status")
-        engine.layer_ranges = list(plan.target)
-        engine.num_microbatches = engine.config.num_microbatches or len(plan.target)
+        control.redeploy(specs)
         # Fresh stages hold exactly their layers' KV units, so the new pool may exceed the live plan's.
-        engine._add_chunks(engine.wanted_pool_blocks(engine.capacity_blocks()) // plan.blocks_per_chunk)
+        control.add_chunks(control.wanted_pool_blocks(control.capacity_blocks()) // plan.blocks_per_chunk)
         self.result.pause_ms = (time.perf_counter() - started) * 1000
-        self.result.weight_bytes_copied = sum(s.weight_bytes for s in engine._stages)
+        self.result.weight_bytes_copied = sum(s.weight_bytes for s in control.stages)
 
     # for tests and checks
     def compare_moved_kv(self) -> tuple[int, int]:
         """(blocks compared, blocks differing) between source and target, for every moved layer and live
         block — meaningful inside `before_switch`, after the last dirty blocks were copied."""
         compared = differing = 0
-        slots = torch.tensor(
-            sorted(self.engine.pool.slot_index(b) for b in self.engine.pool.live_blocks()), dtype=torch.long
-        )
+        slots = torch.tensor(self.control.live_slots(), dtype=torch.long)
         for source, target, layers in self._transfers():
             for slot in slots.tolist():
                 rows = source.worker.cache.block_rows(torch.tensor([slot]))
@@ -549,7 +516,7 @@ class ProcessReconfiguration(Reconfiguration):
         return self._pipeline().migration
 
     def _pipeline(self) -> ProcessPipeline:
-        pipeline = self.engine.pipeline
+        pipeline = self.control.pipeline
         assert isinstance(pipeline, ProcessPipeline)
         return pipeline
 
@@ -571,8 +538,8 @@ class ProcessReconfiguration(Reconfiguration):
 
     def _prepare_stages(self) -> None:
         changes = self._stage_changes()
-        self.engine.pipeline.control("reconf_prepare", changes=changes)
-        chunk_ids = self.engine.pool.chunk_ids()
+        self.control.pipeline.control("reconf_prepare", changes=changes)
+        chunk_ids = self.control.chunk_ids()
         for index in self._new_stages():
             target = self.plan.stages[index].target
             assert target is not None
@@ -596,7 +563,7 @@ class ProcessReconfiguration(Reconfiguration):
                     "load_weights",
                     layers=list(stage.incoming),
                     head=stage.becomes_last,
-                    checkpoint=self.engine.checkpoint,
+                    checkpoint=self.control.checkpoint,
                 )
                 with self._lock:
                     self.result.weight_bytes_copied += copied
@@ -685,7 +652,7 @@ class ProcessReconfiguration(Reconfiguration):
         kv: dict[int, Any] | None = None,
         written: dict[int, tuple[int, int]] | None = None,
     ) -> None:
-        engine, plan = self.engine, self.plan
+        plan = self.plan
         pipeline = self._pipeline()
         if self._new_stages():
             # Into the chain first: each then waits for the switch from the stage before it.
@@ -702,14 +669,12 @@ class ProcessReconfiguration(Reconfiguration):
             raise RuntimeError(f"final KV of transfers {sorted(message.args['kv'])} reached no target")
         if written is not None:
             written.update(message.args["written"])
-        engine._stages = [reply for reply in message.replies if reply is not None]
-        engine.layer_ranges = list(plan.target)
-        engine.num_microbatches = engine.config.num_microbatches or len(plan.target)
+        self.control.switched(list(plan.target), [reply for reply in message.replies if reply is not None])
 
     def _rollback_stages(self) -> None:
         changes = self._stage_changes()
         try:
-            self.engine.pipeline.control(
+            self.control.pipeline.control(
                 "reconf_abort",
                 changes={index: c for index, c in changes.items() if index < len(self.plan.current)},
             )
@@ -720,7 +685,7 @@ class ProcessReconfiguration(Reconfiguration):
 
     def compare_moved_kv(self) -> tuple[int, int]:
         client = self._client()
-        slots = sorted(self.engine.pool.slot_index(b) for b in self.engine.pool.live_blocks())
+        slots = self.control.live_slots()
         compared = differing = 0
         for t in self.plan.transfers:
             source = client.call(t.source + 1, "read", layers=list(t.layers), slots=slots)
@@ -728,9 +693,7 @@ class ProcessReconfiguration(Reconfiguration):
             for index in range(len(slots)):
                 for layer in range(len(t.layers)):
                     compared += 1
-                    block = slice(
-                        index * self.engine.config.block_size, (index + 1) * self.engine.config.block_size
-                    )
+                    block = slice(index * self.control.block_size, (index + 1) * self.control.block_size)
                     if not torch.equal(source[layer, :, :, block], target[layer, :, :, block]):
                         differing += 1
         return compared, differing

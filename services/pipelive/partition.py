@@ -1,4 +1,5 @@
-"""Layer partitions of a pipeline: parsing `0-7,8-15`, and checking that ranges cover every layer once.
+"""Layer partitions of a pipeline: parsing `0-7,8-15`, checking that ranges cover every layer once, and
+grouping a set of layers into contiguous runs.
 
 No torch here, so that `controlplane pipelive reconfigure` (a gRPC client) starts quickly.
 """
@@ -37,6 +38,17 @@ def parse_layer_ranges(text: str) -> list[range]:
 
 def format_layer_ranges(ranges: Sequence[range]) -> str:
     return ",".join(f"{r.start}-{r.stop - 1}" for r in ranges)
+
+
+def contiguous_runs(layers: Sequence[int]) -> list[range]:
+    """`[5, 2, 3, 7]` -> [range(2, 4), range(5, 6), range(7, 8)]: sorted, adjacent layers merged."""
+    runs: list[range] = []
+    for layer in sorted(layers):
+        if runs and runs[-1].stop == layer:
+            runs[-1] = range(runs[-1].start, layer + 1)
+        else:
+            runs.append(range(layer, layer + 1))
+    return runs
 
 
 def validate_partition(ranges: Sequence[range], num_layers: int) -> list[range]:

@@ -170,7 +170,9 @@ def _stage_process_main(
     device_group = init_transport(rank, world, port, backend, device)
     # The migration channel: a gloo group beside the inference chain, served on a thread of its own.
     migration_group = dist.new_group(backend="gloo")
-    server = StageMigrationServer(None if standby else StageWorker(spec), migration_group, spec).start()
+    server = StageMigrationServer(
+        None if standby else StageWorker(spec), migration_group, spec, make_worker=StageWorker
+    ).start()
     previous, to_next = stage_links(rank, world, device_group, device)
     to_driver = Link(0)
     try:

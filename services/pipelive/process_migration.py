@@ -20,6 +20,10 @@ a worker over the channel (`join`: an empty stage with the pool's chunks and KV 
 layers), fills it like any other target, and lets it into the chain at the switch (`enter_chain`): the
 stage before it, no longer the last, passes the switch on to it. Removing a stage retires it at the
 switch: it passes the switch on, drops its worker and goes back on standby.
+
+This module sits below `stage.py` (whose control loop calls the `apply_*` steps): it never imports it.
+Workers are typed `Any` here, and the server builds the workers it needs with the factory it is handed
+(`WorkerFactory`: `stage.StageWorker`, in practice).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import logging
 import pickle
 import queue
 import threading
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -36,9 +41,13 @@ import torch.distributed as dist
 
 from services.pipelive.kv_patch import DirtyBitmap
 from services.pipelive.model import StageWeights
+from services.pipelive.partition import contiguous_runs
 from services.pipelive.weight_store import HostWeightStore, copy_layer_to
 
 log = logging.getLogger(__name__)
+
+# Builds a stage worker from its spec (a `stage.StageSpec`) holding these weights.
+WorkerFactory = Callable[[Any, StageWeights], Any]
 
 
 # Every message is one fixed-size frame when it fits (one gloo round instead of a size and then the data):
@@ -98,9 +107,7 @@ def receive_longs(peer: int, group: Any) -> torch.Tensor:
 
 # stage side: the parts of a reconfiguration carried out by control commands at safe points
 def apply_prepare(worker: Any, change: dict[str, Any]) -> None:
-    from services.pipelive.reconfigure import _contiguous_runs
-
-    for run in _contiguous_runs(change["incoming"]):
+    for run in contiguous_runs(change["incoming"]):
         worker.cache.add_layers(run)
     if change["outgoing"]:
         worker.dirty = DirtyBitmap(change["outgoing"], worker.spec.engine.block_size)
@@ -175,14 +182,16 @@ def apply_abort(worker: Any, change: dict[str, Any]) -> None:
 class StageMigrationServer:
     """A stage process's end of the migration channel: carries out the driver's tasks on a thread.
 
-    `worker` is None while the process is on standby; `join` gives it one and `enter_chain` hands that
-    to the process's main thread (`next_worker`), which runs it in the inference chain.
+    `worker` is None while the process is on standby; `join` gives it one, built by `make_worker`, and
+    `enter_chain` hands that to the process's main thread (`next_worker`), which runs it in the inference
+    chain.
     """
 
-    def __init__(self, worker: Any, group: Any, spec: Any) -> None:
+    def __init__(self, worker: Any, group: Any, spec: Any, make_worker: WorkerFactory) -> None:
         self.worker = worker
         self.group = group
         self.spec = spec
+        self.make_worker = make_worker
         self._store: HostWeightStore | None = None
         self._chain: queue.Queue[Any] = queue.Queue()
         self._lock = threading.Lock()  # `worker` is set here and cleared by the main thread on retiring
@@ -223,9 +232,7 @@ class StageMigrationServer:
 
     def _task_join(self, spec: Any, chunk_ids: list[int], change: dict[str, Any]) -> None:
         """A new stage on this standby process: no layers yet, the pool's chunks, units for what comes."""
-        from services.pipelive.stage import StageWorker
-
-        worker = StageWorker(spec, weights=StageWeights(layers={}))
+        worker = self.make_worker(spec, StageWeights(layers={}))
         for chunk_id in chunk_ids:
             worker.cache.add_chunk(chunk_id)
         apply_prepare(worker, change)

@@ -24,6 +24,7 @@ from services.pipelive.kv_cache import layer_units
 from services.pipelive.partition import (  # noqa: F401 - re-exported: the planning API in one place
     METHODS,
     InvalidPartition,
+    contiguous_runs,
     format_layer_ranges,
     parse_layer_ranges,
     validate_method,
@@ -103,16 +104,6 @@ class ReconfigurationPlan:
         return next(index for index, r in enumerate(self.target) if layer in r)
 
 
-def _contiguous_runs(layers: Sequence[int]) -> list[range]:
-    runs: list[range] = []
-    for layer in sorted(layers):
-        if runs and runs[-1].stop == layer:
-            runs[-1] = range(runs[-1].start, layer + 1)
-        else:
-            runs.append(range(layer, layer + 1))
-    return runs
-
-
 def _max_blocks(usable: int, weights: int, kv_layers: int, bytes_per_block_per_layer: int) -> int:
     if kv_layers == 0:
         return NO_BOUND
@@ -175,7 +166,7 @@ def plan_reconfiguration(
         weights_during = weights_now + len(incoming) * layer_bytes + (head_bytes if becomes_last else 0)
         weights_after = weights_during - len(outgoing) * layer_bytes - (head_bytes if stops_being_last else 0)
         units_now = [range(a, b) for a, b in status.kv_units] if status is not None else []
-        units_in = [u for run in _contiguous_runs(incoming) for u in layer_units(run, layers_per_unit)]
+        units_in = [u for run in contiguous_runs(incoming) for u in layer_units(run, layers_per_unit)]
         kv_now = sum(len(u) for u in units_now)
         kv_during = kv_now + len(incoming)
         keep = set(after_range or ())

@@ -32,6 +32,7 @@ from services.pipelive.model import (
     seeded_stage_weights,
 )
 from services.pipelive.plan import StepPlan
+from services.pipelive.process_migration import apply_abort, apply_carry, apply_prepare, apply_switch
 from services.pipelive.transport import stage_device
 
 log = logging.getLogger(__name__)
@@ -249,19 +250,17 @@ class StageWorker:
             return self.status()
         if command in ("reconf_prepare", "reconf_copy", "reconf_switch", "reconf_abort"):
             # Process pipeline reconfiguration: each stage carries out its own part at the safe point.
-            from services.pipelive import process_migration
-
             if command == "reconf_copy":
-                process_migration.apply_carry(self, args)
+                apply_carry(self, args)
                 return None
             change = args["changes"][self.spec.index]
             if command == "reconf_prepare":
-                process_migration.apply_prepare(self, change)
+                apply_prepare(self, change)
             elif command == "reconf_switch":
-                process_migration.apply_carry(self, args)
-                process_migration.apply_switch(self, change, args["num_stages"])
+                apply_carry(self, args)
+                apply_switch(self, change, args["num_stages"])
             else:
-                process_migration.apply_abort(self, change)
+                apply_abort(self, change)
             return None if self.retired else self.status()
         if command == "release_chunks":
             for chunk_id in args["chunk_ids"]:

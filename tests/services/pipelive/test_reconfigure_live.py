@@ -78,7 +78,7 @@ def test_live_shrinks_the_pool_during_the_change_and_grows_it_after(expected: li
         outputs, reconfiguration = run_with_reconfiguration(
             engine,
             lambda e: e.begin_reconfigure(
-                [range(0, 2), range(2, 8)], before_switch=lambda r: sizes.append(r.engine.pool.num_total)
+                [range(0, 2), range(2, 8)], before_switch=lambda _: sizes.append(e.pool.num_total)
             ),
         )
         result = reconfiguration.future.result()

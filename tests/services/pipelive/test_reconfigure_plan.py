@@ -9,6 +9,7 @@ from services.pipelive.reconfigure import (
     InvalidPartition,
     ReconfigureRefused,
     Transfer,
+    contiguous_runs,
     parse_layer_ranges,
     validate_method,
     validate_partition,
@@ -38,6 +39,11 @@ def test_layer_ranges_parse_and_bad_partitions_are_named() -> None:
         validate_method("teleport")
     assert caught.value.field == "method"
     assert validate_method("") == "live"
+
+
+def test_contiguous_runs_sort_and_merge_adjacent_layers() -> None:
+    assert contiguous_runs([5, 2, 3, 7]) == [range(2, 4), range(5, 6), range(7, 8)]
+    assert contiguous_runs(()) == []
 
 
 def test_plan_lists_moves_and_each_stages_memory_during_and_after() -> None:
