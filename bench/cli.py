@@ -77,6 +77,15 @@ def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[
     loop.add_argument("--json", action="store_true", help="print one JSON object")
     loop.set_defaults(run=_bench_loop)
     _add_mqtt_bench(benches)
+    checksum = benches.add_parser(
+        "sim-checksum", help="fingerprints of seeded simulated runs (spans, per-second results, scores)"
+    )
+    checksum.add_argument("--scenario", action="append", default=[], help="scenario (default: every bundled)")
+    checksum.add_argument("--seed", type=int, default=1)
+    checksum.add_argument("--seconds", type=float, help="cut every scenario to this many seconds")
+    checksum.add_argument("--jobs", type=int, default=0, help="runs at once (default: cores, at most 4)")
+    checksum.add_argument("--json", action="store_true", help="print one JSON object")
+    checksum.set_defaults(run=_bench_sim_checksum)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -149,10 +158,10 @@ def _add_mqtt_bench(benches: argparse._SubParsersAction) -> None:  # type: ignor
     bench.add_argument("--telemetry-seconds", type=float, default=5.0, help="length of the telemetry phase")
     bench.add_argument("--broker", choices=["mosquitto", "embedded"], default="mosquitto")
     bench.add_argument("--json", action="store_true", help="print one JSON object")
-    bench.set_defaults(run=_bench)
+    bench.set_defaults(run=_bench_mqtt)
 
 
-def _bench(args: argparse.Namespace) -> int:
+def _bench_mqtt(args: argparse.Namespace) -> int:
     from bench.mqtt import MqttBenchConfig, run_mqtt_bench
 
     config = MqttBenchConfig(
@@ -164,3 +173,10 @@ def _bench(args: argparse.Namespace) -> int:
         broker=args.broker,
     )
     return run_mqtt_bench(config, as_json=args.json)
+
+
+def _bench_sim_checksum(args: argparse.Namespace) -> int:
+    from bench.scenarios import default_jobs
+    from bench.sim_checksum import run_sim_checksum
+
+    return run_sim_checksum(args.scenario, args.seed, args.seconds, args.jobs or default_jobs(), args.json)

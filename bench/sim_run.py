@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
 from bench.timeline import EventTimeline, simulated_control_loop
 from controlplane import ControllerRegistry
 from controlplane.engine.store import DecisionStore
@@ -53,8 +55,13 @@ async def run_scenario(
     decision_store: str | Path = ":memory:",
     registry: ControllerRegistry | None = None,
     on_second: Callable[[int], None] | None = None,
+    on_export: Callable[[ExportTraceServiceRequest], None] | None = None,
 ) -> SimRun:
-    """Run `scenario` with `controllers` (a `[controllers]` table; empty: static provisioning)."""
+    """Run `scenario` with `controllers` (a `[controllers]` table; empty: static provisioning).
+
+    `on_second` is told each simulated second as it ends; `on_export` sees each second's spans before they
+    are ingested (a serving-pipeline scenario exports none).
+    """
     if scenario.pipeline is not None:
         from bench.pipeline_run import run_pipeline_scenario
 
@@ -88,7 +95,10 @@ async def run_scenario(
             sim.schedule_arrivals(float(second), rates[second])
             sim.run_until(second + 1.0)
             # Spans reach the model just before the second ends, as a 1 s export batch would.
-            ingestor.ingest_now(sim.take_spans(), now=base + second + 0.999)
+            spans = sim.take_spans()
+            if on_export is not None:
+                on_export(spans)
+            ingestor.ingest_now(spans, now=base + second + 0.999)
             ingestor.expire_now(base + second + 1.0)
             if (second + 1) % tick_every == 0:
                 await loop.tick()

@@ -184,7 +184,10 @@ def _mode(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="controlplane", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="controlplane",
+        description="An adaptive control plane for microservices, driven by OpenTelemetry traces.",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="run the control plane (OTLP receivers and the gRPC API)")

@@ -31,6 +31,7 @@ from controlplane import (
     ActuatorRegistry,
     ControllerRegistry,
     Decision,
+    Mode,
     default_actuator_registry,
     default_registry,
 )
@@ -178,7 +179,20 @@ class ControlPlaneServer:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self.ports = BoundPorts(grpc_ports[server.otlp_grpc], http_port, grpc_ports[server.api])
         log.info("listening: %s", self.ports)
+        self._warn_if_acting_on_nothing()
         return self.ports
+
+    def _warn_if_acting_on_nothing(self) -> None:
+        """Say it loudly when controllers would act but the only actuator is the in-memory one."""
+        acting = sorted(
+            name for name, managed in self.loop.controllers.items() if managed.runner.mode is Mode.ACTIVE
+        )
+        if acting and self._owns_actuator and self.actuator.name == "memory":
+            log.warning(
+                "controllers %s are active but no substrate is configured (no [mqtt] agents): their "
+                "decisions go to the in-memory actuator and change nothing real",
+                ", ".join(acting),
+            )
 
     def _configured_actuator(self, actuators: ActuatorRegistry | None) -> Actuator:
         """The actuator the configuration names, built by its plugin: node agents over MQTT when `[mqtt]`

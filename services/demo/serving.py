@@ -1,7 +1,7 @@
 """The `[pipeline]` table of a serving-pipeline scenario: the model, its stages and devices, the requests.
 
-`parse_pipeline` turns the table into a `PipelineSpec` (every field is documented in
-docs/pipeline-controller.md) and `check_events` checks the scenario's device events against it, both
+`parse_pipeline` turns the table into a `PipelineSpec` (every field is documented in docs/benchmark.md,
+"Scenarios") and `check_events` checks the scenario's device events against it, both
 before anything runs. The simulator (`services.sim.pipeline.PipelineSim`) serves what the spec describes.
 """
 
@@ -34,7 +34,7 @@ class RequestClass:
 
 @dataclass(frozen=True, slots=True)
 class PipelineSpec:
-    """The `[pipeline]` table of a scenario (every field is documented in docs/pipeline-controller.md)."""
+    """The `[pipeline]` table of a scenario (every field is documented in docs/benchmark.md)."""
 
     name: str
     num_layers: int

@@ -5,8 +5,9 @@ seeded weights), `checkpoint` (Llama-layout safetensors), `block_pool` (block id
 physical slots), `kv_cache` (one stage's KV tensors in chunks), `plan` and `attention` (paged attention),
 `stage` and `pipeline` (stages as threads or processes), `transport` (messages between stage processes,
 gloo or NCCL), `scheduler` (continuous batching), `engine` (one iteration at a time), `sampling`
-(temperature, top_k, top_p), `reference` (dense oracle), and the serving side: `async_engine`,
-`http_api`, `grpc_api`, `server`, `metrics`, `bench`, `cli`.
+(temperature, top_k, top_p), `reference` (dense oracle), `pool_control` (what a reconfiguration may do to
+the engine), and the serving side: `async_engine`, `http_api`, `grpc_api`, `server`, `metrics`, `cli`. The
+benchmarks are in the `bench` subpackage.
 """
 
 from importlib import import_module

@@ -1,7 +1,7 @@
 """A simulated PipeLive serving pipeline: stages on devices, continuous batching, a paged KV pool.
 
-The scenario's `[pipeline]` table (`services.demo.serving.PipelineSpec`, documented in
-docs/pipeline-controller.md) describes a
+The scenario's `[pipeline]` table (`services.demo.serving.PipelineSpec`, documented in docs/benchmark.md)
+describes a
 decoder-only model of `num_layers` layers split into contiguous stages, each on a device with a prefill
 speed, a decode speed and a memory budget, and a request stream drawn from request classes (prompt and
 output tokens, weights). `PipelineSim` serves it one engine iteration at a time, as vLLM's scheduler does:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 
 import pytest
 
 from actuators.memory import InMemoryActuator
 from agents.connection import BrokerSettings
+from agents.local_controllers import CrashRestarter
 from agents.node import AgentConfig, NodeAgent
 from agents.plane import MqttActuator
 from agents.settings import MqttConfig
@@ -46,9 +48,21 @@ def test_serve_with_mqtt_and_no_broker_runs_an_embedded_broker_on_loopback(tmp_p
         asyncio.run_coroutine_threadsafe(agent_round_trip(), server.loop).result(timeout=30)
 
 
-def test_serve_without_mqtt_keeps_its_in_memory_actuator() -> None:
+def test_serve_without_mqtt_acts_in_memory_and_says_so_when_controllers_are_active(caplog) -> None:
     with running_server(server_parts={"registry": ControllerRegistry()}) as server:
         assert isinstance(server.server.actuator, InMemoryActuator)
+    assert "change nothing real" not in caplog.text  # no controller: nothing to warn about
+    registry = ControllerRegistry()
+    registry.register(CrashRestarter)
+    with (
+        caplog.at_level(logging.WARNING, logger="controlplane.serve.server"),
+        running_server(
+            config_sections={"controllers": {"crash-restarter": {"mode": "active"}}},
+            server_parts={"registry": registry},
+        ),
+    ):
+        pass
+    assert "controllers crash-restarter are active but no substrate is configured" in caplog.text
 
 
 def test_mqtt_config_errors_are_clear(tmp_path: Path) -> None:

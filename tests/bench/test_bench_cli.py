@@ -105,3 +105,36 @@ def test_bench_live_puts_real_processes_next_to_the_simulator(tmp_path) -> None:
     assert 0.03 < live[1]["requests"] / live[0]["requests"] < 0.3
     report = (out / "report.md").read_text()
     assert "## Simulator vs live processes: tiny-steady" in report and "rank the sets" in report
+
+
+def test_sim_checksum_fingerprints_repeat_on_a_seed_and_tell_seeds_and_sets_apart(tmp_path) -> None:
+    from bench.sim_checksum import fingerprint_run
+
+    scenario = tmp_path / "tiny.toml"
+    scenario.write_text(SCENARIO)
+    _, first = fingerprint_run(str(scenario), "hpa", 3, seconds=20)
+    _, again = fingerprint_run(str(scenario), "hpa", 3, seconds=20)
+    _, other_seed = fingerprint_run(str(scenario), "hpa", 4, seconds=20)
+    assert first == again and first["requests"] > 2000
+    assert all(first[key] != other_seed[key] for key in ("spans", "seconds", "score"))
+
+
+def test_sim_checksum_command_prints_a_fingerprint_per_run(tmp_path) -> None:
+    scenario = tmp_path / "tiny.toml"
+    scenario.write_text(SCENARIO)
+    command = [
+        sys.executable,
+        "-m",
+        "controlplane.serve",
+        "bench",
+        "sim-checksum",
+        "--scenario",
+        str(scenario),
+    ]
+    command += ["--seconds", "10", "--jobs", "2", "--json"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    runs = json.loads(result.stdout)["runs"]
+    assert set(runs) == {"tiny/static", "tiny/hpa", "tiny/builtin"}
+    assert runs["tiny/static"]["actions"] == 0 and all(values["requests"] > 1000 for values in runs.values())
+    assert all(len(values[key]) == 16 for values in runs.values() for key in ("spans", "seconds", "score"))

@@ -40,7 +40,8 @@ def devices(*specs) -> dict[str, DeviceInventory]:
 class Harness:
     """Feeds the controller one view per period, with cumulative counters at the given rates."""
 
-    def __init__(self, layers, stage_devices, pool, params=None) -> None:
+    def __init__(self, layers, stage_devices, pool, params=None, block_size: int = 16) -> None:
+        self.block_size = block_size  # tokens per KV block; 16 KiB of KV per token and layer
         self.controller = PipelineReconfiguration(PipelineReconfiguration.build_parameters(params or {}))
         self.layers, self.devices, self.pool = tuple(layers), tuple(stage_devices), pool
         self.now = 1000.0
@@ -59,8 +60,9 @@ class Harness:
             self.devices,
             pool=self.pool,
             layer_weight_bytes=int(0.4 * GIB),
-            kv_block_bytes_per_layer=256 * 1024,
+            kv_block_bytes_per_layer=self.block_size * 16 * 1024,
             kv_blocks_used=self.used,
+            block_size=self.block_size,
             metrics={
                 "vllm:prompt_tokens_total": self.counters["prompt"],
                 "vllm:generation_tokens_total": self.counters["generation"],
@@ -310,3 +312,20 @@ def test_a_ttft_above_its_slo_makes_one_round_enough() -> None:
 
     assert rounds_to_propose(0.5) == 2  # within the SLO: the usual confirmation round
     assert rounds_to_propose(6.0) == 1  # the symptom is there: no waiting
+
+
+def test_the_block_size_is_one_knob_the_plan_is_the_same_in_any_block_size() -> None:
+    """The same pipeline, described with 16-token and with 64-token KV blocks (so a quarter as many blocks,
+    each four times the bytes), gets the same layout: the minimum KV room is in tokens, not blocks."""
+    answers = {}
+    for block_size in (16, 64):
+        harness = Harness((8, 8, 8, 8), FOUR, devices(*((name, 10) for name in FOUR)), block_size=block_size)
+        harness.used = 512 // block_size  # 512 tokens in use: the 1,024-token minimum is what is planned
+        harness.round()
+        harness.pool = devices(("gpu-0", 3.0), *((name, 10) for name in FOUR[1:]))
+        harness.round()
+        (action,) = harness.round()
+        planned = action.evidence["kv_blocks_planned"]
+        answers[block_size] = (action.layers_per_stage, planned * block_size)
+    assert answers[16] == answers[64]
+    assert answers[16][1] == 1024  # tokens of KV room planned per layer

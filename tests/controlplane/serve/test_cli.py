@@ -179,3 +179,27 @@ def test_metrics_and_healthz_on_the_http_port() -> None:
     assert float(accepted.split()[-1]) == server.server.model.spans_accepted > 0
     assert 'controlplane_spans_total{result="rejected"} 0.0' in text
     assert "controlplane_ingest_queue_bytes 0.0" in text
+
+
+def test_every_query_of_a_running_plane_defaults_to_where_serve_listens() -> None:
+    from controlplane.serve.cli import DEFAULT_TARGET, build_parser
+
+    parser = build_parser()
+    assert Config().server.api == DEFAULT_TARGET
+    for argv in (["graph"], ["stats"], ["decisions"], ["decisions", "--watch"], ["mode", "hpa", "shadow"]):
+        assert parser.parse_args(argv).target == DEFAULT_TARGET, argv
+    # `controllers` alone lists the installed plugins and needs no server.
+    assert parser.parse_args(["controllers"]).target is None
+
+
+def test_subcommands_beyond_serve_come_from_the_commands_entry_points() -> None:
+    from importlib.metadata import entry_points
+
+    from controlplane.serve.cli import COMMANDS_ENTRY_POINT_GROUP, build_parser
+
+    registered = {entry.name for entry in entry_points(group=COMMANDS_ENTRY_POINT_GROUP)}
+    assert {"bench", "agent", "pipelive"} <= registered
+    parser = build_parser()
+    assert parser.parse_args(["bench", "sim-checksum", "--seconds", "5"]).seconds == 5.0
+    assert parser.parse_args(["agent", "--node", "n1"]).node == "n1"
+    assert parser.parse_args(["demo", "--seconds", "3"]).seconds == 3.0

@@ -113,7 +113,7 @@ def test_committed_pipelive_generated_code_is_fresh(tmp_path: Path) -> None:
 
 
 def test_reconfigure_benchmark_layouts_bound_the_pool_as_it_says() -> None:
-    from services.pipelive import bench_reconfigure as bench
+    from services.pipelive.bench import reconfigure as bench
     from services.pipelive.config import EngineConfig
     from services.pipelive.engine import LLMEngine
 

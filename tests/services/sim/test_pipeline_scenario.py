@@ -221,3 +221,19 @@ def test_a_device_that_leaves_mid_run_is_routed_around() -> None:
     assert live.extra["reconfigurations"] == 2 and live.extra["dropped"] == 0
     assert live.extra["final_layout"] == ["4@a", "4@c"]
     assert live.score.slo_violation_fraction < static.score.slo_violation_fraction
+
+
+def test_the_block_size_is_one_knob_block_bytes_and_counts_follow_it() -> None:
+    """Doubling `block_size` doubles every block's bytes and halves the pool's block count: the tokens the
+    pool holds stay the same (to a whole block), and the inventory tells the controller the block size."""
+    tokens, reported = {}, {}
+    for block_size in (16, 32):
+        sim = PipelineSim(
+            parse_pipeline(small_pipeline(block_size=block_size)), seed=5, recorder=PipelineRecorder(60)
+        )
+        assert sim.spec.kv_block_bytes_per_layer == block_size * 16 * 1024
+        tokens[block_size] = sim.capacity() * block_size
+        inventory = asyncio.run(PipelineSimActuator(sim).inventory()).pipelines["llm"]
+        reported[block_size] = (inventory.block_size, inventory.kv_block_bytes_per_layer)
+    assert tokens[16] > 0 and 0 <= tokens[16] - tokens[32] < 32
+    assert reported == {16: (16, 256 * 1024), 32: (32, 512 * 1024)}
