@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from controlplane import (
@@ -26,6 +26,7 @@ from controlplane import (
     Route,
     Scale,
     ServiceInventory,
+    settings_from_table,
 )
 
 
@@ -42,12 +43,16 @@ class InMemoryActuator(Actuator):
         self.delay_seconds = delay_seconds
         self.isolation: dict[tuple[str, str], Isolate] = {}
 
+    @dataclass(frozen=True)
+    class Settings:
+        """Its configuration table: how long each action takes (to exercise slow substrates)."""
+
+        delay_seconds: float = 0.0
+
     @classmethod
     def from_config(cls, params: Mapping[str, Any], context: ActuatorContext) -> InMemoryActuator:
-        unknown = set(params) - {"delay_seconds"}
-        if unknown:
-            raise ValueError(f"actuator memory: unknown key(s) {sorted(unknown)}; known: ['delay_seconds']")
-        return cls(delay_seconds=float(params.get("delay_seconds", 0.0)))
+        settings = settings_from_table(cls.Settings, params, "actuator memory")
+        return cls(delay_seconds=settings.delay_seconds)
 
     async def inventory(self) -> Inventory:
         return self.state.frozen()

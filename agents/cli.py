@@ -133,7 +133,7 @@ def run_agent(args: argparse.Namespace) -> int:
             await stopping.wait()
         finally:
             await agent.stop()
-            await actuator.close()
+            await actuator.stop()
             if embedded is not None:
                 await embedded.stop()
 

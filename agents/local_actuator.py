@@ -227,7 +227,7 @@ class ProcessActuator(Actuator):
                 process.kill()
                 await asyncio.to_thread(process.wait)
 
-    async def close(self) -> None:
+    async def stop(self) -> None:
         """Stop every replica (the agent is shutting down)."""
         async with self._lock:
             for replica in list(self.replicas.values()):

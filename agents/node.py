@@ -94,7 +94,8 @@ class NodeAgent:
         self.applied = AppliedLog(state_dir / f"{self.node}-applied.db")
         self.applied.forget_before(clock() - RETENTION_SECONDS)
         # The local model feeds local controllers, written only through its Ingestor; each buffer holds
-        # what was recorded since it was last taken (the plane's survives a broken link).
+        # what was recorded since it was last taken (the plane's survives a broken link; the local one is
+        # merged at every record).
         self.model = TelemetryModel(config.model, clock=clock)
         self.ingestor = Ingestor(self.model)
         self._for_plane = ReportBuffer(config.model)
@@ -180,19 +181,15 @@ class NodeAgent:
     # --- telemetry ----------------------------------------------------------------------------------
 
     def record(self, service: str, operation: str, latencies_ms: list[float], errors: int = 0) -> None:
-        """Requests served on this node (from a local proxy or receiver), for local controllers and plane."""
+        """Requests served on this node (from a local proxy or receiver): into the local model at once,
+        through its Ingestor (local controllers see them at their next tick), and into the next report."""
         now = self.clock()
         for buffer in (self._for_plane, self._for_local):
             buffer.record(service, operation, latencies_ms, errors, now)
-
-    def feed_local_model(self) -> None:
-        """Merge what was recorded since the last call into the local model (the local controllers' view)."""
-        if not self._for_local.empty:
-            self.ingestor.submit_aggregates(self._for_local.take())
+        self.ingestor.submit_aggregates(self._for_local.take())
 
     async def report_telemetry(self) -> bool:
         """Send what was recorded since the last report (QoS 0); False if there was nothing or no link."""
-        self.feed_local_model()
         if self._for_plane.empty or not self.link.connected.is_set():
             return False
         self._telemetry_seq += 1

@@ -210,12 +210,16 @@ class MqttActuator(Actuator):
             return Outcome(False, node)
         if not self.fleet.online(node):
             return Outcome(False, f"node {node} is offline; the action was not sent")
+        try:
+            wire = action_pb(routed)
+        except ValueError as error:  # an action type the agents' wire format does not carry (yet)
+            return self.refuse(action, f"node agents cannot be sent {action.name} actions: {error}")
         now = self.clock()
         timeout = self.config.action_timeout_seconds
         request = apb.ActionRequest(
             decision_key=key,
             node=node,
-            action=action_pb(routed),
+            action=wire,
             issued_at_unix=now,
             deadline_unix=now + timeout,
         )
@@ -386,15 +390,15 @@ class MqttActuator(Actuator):
         if self.context is None:
             self.telemetry_dropped += 1
             return
+        last = self._telemetry_seq.get(node, 0)
+        if report.seq > last + 1 and last:
+            self.telemetry_gaps += report.seq - last - 1
+        self._telemetry_seq[node] = report.seq
         try:
             # The Ingestor merges it on the event loop, between two ingest batches: one writer at a time.
             self.context.submit_report(report)
         except ValueError as error:  # telemetry.reports.MalformedReport: nothing was merged
             raise MalformedPayload(str(error)) from None
-        last = self._telemetry_seq.get(node, 0)
-        if report.seq > last + 1 and last:
-            self.telemetry_gaps += report.seq - last - 1
-        self._telemetry_seq[node] = report.seq
         self.telemetry_reports += 1
 
     async def _on_decisions(self, node: str, report: apb.DecisionReport) -> None:

@@ -110,7 +110,7 @@ async def _run(seconds: float, traces_per_second: float, seed: int, console: Con
                 live.update(Group(_summary_table(graph, time.monotonic() - started, seconds)))
                 await asyncio.sleep(1.0)
         sent = await sender
-        server.model.flush()
+        server.ingestor.flush_now()
         graph = await stub.GetGraph(pb.GetGraphRequest())
         stats = await stub.GetServiceStats(pb.GetServiceStatsRequest(include_operations=False))
         print_graph(graph, console)

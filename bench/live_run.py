@@ -126,7 +126,7 @@ async def run_live(
             try:
                 await server.stop(0)
             finally:
-                await actuator.close()
+                await actuator.stop()
     result = score(
         recorder,
         scenario=scenario.name,

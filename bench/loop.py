@@ -59,6 +59,7 @@ from controlplane.serve.server import tune_interpreter
 from protos.controlplane.v1 import controlplane_pb2 as pb
 from protos.controlplane.v1 import controlplane_pb2_grpc as pb_grpc
 from telemetry import ModelConfig, TelemetryModel
+from telemetry.ingest import Ingestor
 
 TICK_TARGET_MS = 100.0
 LIST_TARGET_MS = 10.0
@@ -282,10 +283,11 @@ async def _tick_times(
     loop = ControlLoop(
         model, controllers, InMemoryActuator(inventory), store, GuardrailConfig(), clock=lambda: clock["now"]
     )
+    ingestor = Ingestor(model)
     for _ in range(12):  # warm the windows up: 12 simulated seconds of traffic
         clock["now"] += 1.0
-        model.ingest(traffic.request())
-        model.expire()
+        ingestor.ingest_now(traffic.request())
+        ingestor.expire_now()
     # The first tick of a server's life builds its own view (nothing has asked the ingest path for one
     # yet) and starts the controllers' threads: timed apart, as `first_tick_ms`.
     times, prepare_times, decided = [], [], 0
@@ -295,8 +297,8 @@ async def _tick_times(
         first_tick_ms = (time.perf_counter() - started) * 1000
         for _ in range(config.ticks):
             clock["now"] += 1.0
-            model.ingest(traffic.request())
-            model.expire()
+            ingestor.ingest_now(traffic.request())
+            ingestor.expire_now()
             # What the server's ingest worker does between requests once a bucket has closed.
             started = time.perf_counter()
             model.prepare_complete_snapshot()
@@ -318,7 +320,7 @@ def _list_over_grpc(store_path: str, services: int, queries: int, seed: int) -> 
     with open(config, "w") as handle:
         handle.write(f"[server]\ndecision_store = {json.dumps(store_path)}\n")
     target = f"127.0.0.1:{free_port()}"
-    command = [sys.executable, "-m", "controlplane.serve.cli", "serve", "--config", config, "--api", target]
+    command = [sys.executable, "-m", "controlplane.serve", "serve", "--config", config, "--api", target]
     command += ["--otlp-grpc", f"127.0.0.1:{free_port()}", "--otlp-http", f"127.0.0.1:{free_port()}"]
     server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     rng = random.Random(seed)

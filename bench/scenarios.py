@@ -2,7 +2,7 @@
 
 Runs go to worker processes (`--jobs`, one simulated run per core at a time; each run is single-threaded
 and seeded, so the results do not depend on how many run at once) with a progress bar, and land in
-`--out`: `results.json`, one PNG per scenario and `report.md` (see `bench_report`). Controller sets are
+`--out`: `results.json`, one PNG per scenario and `report.md` (see `bench.report`). Controller sets are
 names from `CONTROLLER_SETS`, or installed controller names joined by `+` (`hpa+remediation`, or a
 plugin's name alone), each run in active mode.
 """

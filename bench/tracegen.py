@@ -101,7 +101,7 @@ class TraceGenerator:
                 ]
             )
             scope_spans = resource_spans.scope_spans.add()
-            scope_spans.scope.name = "bench.tracegen"
+            scope_spans.scope.name = "controlplane.tracegen"
             scope_spans.spans.extend(by_service[service])
         return request
 

@@ -54,6 +54,7 @@ from dataclasses import dataclass, field
 
 from controllers.pipeline_partition import Partition, evaluate_partition, solve_partition
 from controlplane import (
+    DEFAULT_BLOCK_SIZE,
     RECONFIGURE_METHODS,
     Action,
     ActionKind,
@@ -79,8 +80,6 @@ CACHE_USAGE = "vllm:gpu_cache_usage_perc"
 TTFT = "vllm:time_to_first_token_seconds"
 TPOT = "vllm:time_per_output_token_seconds"
 GIB = 1024**3
-# Tokens per KV block when the inventory does not say (vLLM's and PipeLive's default).
-DEFAULT_BLOCK_SIZE = 16
 
 
 @dataclass

@@ -47,6 +47,7 @@ from controlplane.taxonomy import (
     Telemetry,
 )
 from controlplane.view import (
+    DEFAULT_BLOCK_SIZE,
     DeviceInventory,
     Inventory,
     NodeInventory,
@@ -61,6 +62,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ACTION_TYPES",
+    "DEFAULT_BLOCK_SIZE",
     "LAYER_ORDER",
     "RECONFIGURE_METHODS",
     "Action",

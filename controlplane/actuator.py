@@ -10,8 +10,9 @@ method in each actuator that can carry it out.
 `apply` must be idempotent: applying the same action twice leaves the same state. Failures are reported in
 the `Outcome` rather than raised where possible (the control loop turns a raise into a failed decision).
 
-Actuators register like controllers, under the `controlplane.actuators` entry points, and `controlplane
-serve` builds the one its configuration names with `from_config(params, context)`. The `ActuatorContext` is
+Actuators register like controllers, under the `controlplane.actuators` entry points, and are built from a
+configuration table with `from_config(params, context)` (`controlplane serve` builds node agents' `mqtt`
+actuator from its `[mqtt]` table, else the in-memory one). The `ActuatorContext` is
 all the plane lends: a way to hand pre-aggregated telemetry to its Ingestor and a way to have decisions made
 elsewhere (a node agent's own) recorded by the control loop. An actuator never writes the telemetry model
 or the decision store itself.
@@ -88,7 +89,8 @@ class Actuator(ABC):
         """Connect to the substrate; `controlplane serve` calls this once before the first tick."""
 
     async def stop(self) -> None:  # noqa: B027 - an optional hook
-        """Let go of the substrate (connections, tasks); the substrate itself keeps running."""
+        """Let go of the substrate: close connections and tasks. What the substrate runs keeps running,
+        except processes the actuator started as its own children (those stop with it)."""
 
     @abstractmethod
     async def inventory(self) -> Inventory:

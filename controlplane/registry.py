@@ -16,7 +16,7 @@ a built-in can. A plugin that fails to load is recorded in `load_errors` and log
 from __future__ import annotations
 
 import logging
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 from typing import Generic, TypeVar
 
 from controlplane.actuator import Actuator
@@ -61,16 +61,24 @@ class PluginRegistry(Generic[P]):
     def discover(self) -> None:
         """Load every installed entry point of this registry's group; a broken one is logged, not fatal."""
         for entry in entry_points(group=self.group):
-            try:
-                cls = entry.load()
-                if not (isinstance(cls, type) and issubclass(cls, self.kind)):
-                    raise TypeError(f"{entry.value} is not a {self.kind.__name__} subclass")
-                self.register(
-                    cls, origin=f"entry point {entry.name} ({entry.dist.name if entry.dist else '?'})"
-                )
-            except Exception as error:  # one bad plugin must not take the others down
-                self.load_errors[entry.name] = f"{type(error).__name__}: {error}"
-                log.error("cannot load %s plugin %s: %s", self.noun, entry.name, error)
+            self._load_entry(entry)
+
+    def load(self, name: str) -> P:
+        """The class registered as `name`, loading that one entry point (and no other) if need be."""
+        if name not in self._classes:
+            for entry in entry_points(group=self.group, name=name):
+                self._load_entry(entry)
+        return self.get(name)
+
+    def _load_entry(self, entry: EntryPoint) -> None:
+        try:
+            cls = entry.load()
+            if not (isinstance(cls, type) and issubclass(cls, self.kind)):
+                raise TypeError(f"{entry.value} is not a {self.kind.__name__} subclass")
+            self.register(cls, origin=f"entry point {entry.name} ({entry.dist.name if entry.dist else '?'})")
+        except Exception as error:  # one bad plugin must not take the others down
+            self.load_errors[entry.name] = f"{type(error).__name__}: {error}"
+            log.error("cannot load %s plugin %s: %s", self.noun, entry.name, error)
 
     def get(self, name: str) -> P:
         try:

@@ -75,6 +75,10 @@ class StageInventory:
         return self.end_layer - self.first_layer
 
 
+# Tokens per KV block unless an engine says otherwise (vLLM's default, and PipeLive's and the simulator's).
+DEFAULT_BLOCK_SIZE = 16
+
+
 @dataclass(frozen=True, slots=True)
 class PipelineInventory:
     """A pipeline-parallel serving deployment: layers per stage and the device of each stage.

@@ -7,7 +7,7 @@ HTTP 503 with Retry-After, both retried by OTLP exporters) instead of letting me
 
 Pre-aggregated reports (node agents' `TelemetryReport`s, `telemetry.reports`): `submit_report` decodes one
 and merges it at once; `submit_aggregates` merges aggregates built in this process. In-process producers
-that drive the clock themselves (the simulator) apply decoded requests with `ingest_now` and `expire_now`.
+that drive the clock themselves (the simulator, the benchmarks) use `ingest_now`, `expire_now`, `flush_now`.
 Every entry runs on the event loop's thread, so the model has one writer at a time.
 """
 
@@ -116,6 +116,10 @@ class Ingestor:
     def ingest_now(self, request: ExportTraceServiceRequest, now: float | None = None) -> IngestResult:
         """Apply one decoded request at once: for an in-process producer that owns the clock (a simulator)."""
         return self.model.ingest(request, now)
+
+    def flush_now(self, now: float | None = None) -> None:
+        """Resolve every pending link now (unanswered client calls become calls to external nodes)."""
+        self.model.flush(now)
 
     def expire_now(self, now: float | None = None) -> None:
         """Time out links and forget what is past retention now (the worker does this itself every second)."""

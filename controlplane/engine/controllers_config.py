@@ -41,7 +41,7 @@ from controlplane.registry import ControllerRegistry
 
 TABLE_KEYS = frozenset({"mode", "priority", "params", "period_seconds", "time_budget_seconds", "promoted"})
 # The top-level sections of `controlplane serve`'s configuration file (see controlplane.serve.config).
-FILE_SECTIONS = frozenset({"server", "model", "guardrails", "controllers"})
+FILE_SECTIONS = frozenset({"server", "model", "guardrails", "controllers", "mqtt"})
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from controlplane import default_actuator_registry, settings_from_table
+from controlplane.engine.controllers_config import FILE_SECTIONS
 from controlplane.engine.guardrails import GuardrailConfig
 from telemetry import ModelConfig
 from telemetry.ingest import DEFAULT_MAX_QUEUE_BYTES
@@ -72,7 +73,7 @@ class Config:
             return cls()
         with open(path, "rb") as handle:
             document = tomllib.load(handle)
-        unknown = set(document) - {"server", "model", "guardrails", "controllers", "mqtt"}
+        unknown = set(document) - FILE_SECTIONS
         if unknown:
             raise ValueError(f"{path}: unknown section(s) {sorted(unknown)}")
         return cls(
@@ -92,13 +93,13 @@ class Config:
 
 
 def checked_actuator_table(name: str, table: Any, where: str) -> dict[str, Any]:
-    """A table that configures the actuator plugin `name`, checked by that plugin; ValueError if wrong."""
+    """A table that configures the actuator plugin `name`, checked by that plugin (loaded alone, and only
+    when there is a table to check); ValueError if wrong."""
     if not isinstance(table, Mapping):
         raise ValueError(f"{where}: [{name}] must be a table, got {table!r}")
-    registry = default_actuator_registry
-    registry.discover()
-    try:
-        registry.get(name).check_config(table)
-    except (KeyError, ValueError) as error:
-        raise ValueError(f"{where}: {error.args[0] if error.args else error}") from None
+    if table:
+        try:
+            default_actuator_registry.load(name).check_config(table)
+        except (KeyError, ValueError) as error:
+            raise ValueError(f"{where}: {error.args[0] if error.args else error}") from None
     return dict(table)

@@ -197,17 +197,15 @@ class ControlPlaneServer:
     def _configured_actuator(self, actuators: ActuatorRegistry | None) -> Actuator:
         """The actuator the configuration names, built by its plugin: node agents over MQTT when `[mqtt]`
         is enabled, else the in-memory one (which changes nothing real)."""
-        if actuators is None:
-            actuators = default_actuator_registry
-            actuators.discover()
+        actuators = actuators or default_actuator_registry
         context = ActuatorContext(
             submit_report=self.ingestor.submit_report,
             record_decisions=self._record_decisions,
             state_dir=Path(self.config.server.decision_store).resolve().parent,
         )
         if self.config.mqtt_enabled:
-            return actuators.get("mqtt").from_config(self.config.mqtt, context)
-        return actuators.get("memory").from_config({}, context)
+            return actuators.load("mqtt").from_config(self.config.mqtt, context)
+        return actuators.load("memory").from_config({}, context)
 
     async def _record_decisions(self, decisions: Sequence[Decision]) -> None:
         """Decisions made outside a tick (node agents' own): the control loop stores them."""

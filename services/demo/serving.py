@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from controlplane import DEFAULT_BLOCK_SIZE
+
 GIB = 1024**3
 KIB = 1024
 METHODS = ("live", "stop_and_copy", "stop_and_redeploy")
@@ -46,7 +48,7 @@ class PipelineSpec:
     # Keys and values of one token in one layer; a KV block of one layer is `block_size` of them, so the
     # block size is one knob: the pool's block count and every block's bytes follow it.
     kv_bytes_per_token_layer: int = 16 * KIB
-    block_size: int = 16
+    block_size: int = DEFAULT_BLOCK_SIZE
     prefill_seconds_per_token_layer: float = 2.0e-5
     decode_seconds_per_token_layer: float = 1.0e-4
     layer_overhead_seconds: float = 1.0e-3

@@ -207,7 +207,7 @@ class LocalProcessActuator(Actuator):
         if self._waiting or broken:
             raise RuntimeError(f"replicas not ready after {timeout_seconds:g} s: {broken}")
 
-    async def close(self) -> None:
+    async def stop(self) -> None:
         """Stop every process (replicas, then the router) and wait until they are gone."""
         if self._supervisor is not None:
             self._supervisor.cancel()
@@ -231,7 +231,7 @@ class LocalProcessActuator(Actuator):
         return self
 
     async def __aexit__(self, *exc_info: Any) -> None:
-        await self.close()
+        await self.stop()
 
     def _log_path(self, name: str) -> Path | None:
         return self.workdir / f"{name}.log" if self.workdir is not None else None

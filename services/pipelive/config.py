@@ -9,6 +9,8 @@ from typing import Any
 
 import torch
 
+from controlplane import DEFAULT_BLOCK_SIZE
+
 DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,
     "float64": torch.float64,
@@ -188,7 +190,7 @@ class EngineConfig:
     num_stages: int = 1
     stage_memory_bytes: int = 256 * 2**20  # stands in for one GPU's memory, per stage
     gpu_memory_utilization: float = 0.9
-    block_size: int = 16  # tokens per KV block
+    block_size: int = DEFAULT_BLOCK_SIZE  # tokens per KV block
     blocks_per_chunk: int = 64  # KV blocks per separately allocated chunk (the unit of grow/shrink)
     layers_per_unit: int = 4  # layers whose KV is stacked into one physical allocation unit (PipeLive's k)
     max_num_batched_tokens: int = 512

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from actuators.memory import InMemoryActuator
 from agents.local_actuator import NodeSpec, ProcessActuator
 from agents.node import AgentConfig, NodeAgent
 from agents.plane import CentralConfig, MqttActuator
-from controlplane.actions import Scale
-from controlplane.view import Inventory, NodeInventory
+from controlplane import ACTION_TYPES, Action, Inventory, NodeInventory, Scale, ServiceInventory
 from tests.agents.conftest import agent_settings, central_settings, run
 
 
@@ -32,10 +32,39 @@ def test_scale_reaches_the_agent_starts_processes_and_reports_the_outcome(broker
             assert set(inventory.placements.values()) == {"node-a"}
         finally:
             await agent.stop()
-            await local.close()
+            await local.stop()
             await plane.stop()
 
     run(scenario())
+
+
+def test_an_action_type_without_a_wire_form_is_refused_with_the_reason(broker, tmp_path: Path) -> None:
+    @dataclasses.dataclass(frozen=True, kw_only=True)
+    class Resize(Action):
+        name = "resize_test_only"
+        kind = Scale.kind
+        layer = Scale.layer
+
+    async def scenario() -> None:
+        local = InMemoryActuator(Inventory(services={"api": ServiceInventory("api", 1)}))
+        agent = NodeAgent(AgentConfig("node-a", agent_settings(broker, "node-a"), tmp_path), local)
+        plane = MqttActuator(CentralConfig(central_settings(broker)))
+        await plane.start()
+        await agent.start()
+        try:
+            await plane.wait_for_nodes(["node-a"], 10)
+            outcome = await plane.apply(Resize(target="api"))  # node-a runs api: it routes there
+            assert not outcome.ok
+            assert "node agents cannot be sent resize_test_only actions" in outcome.detail
+            assert local.applied == [] and plane.pending == {}
+        finally:
+            await agent.stop()
+            await plane.stop()
+
+    try:
+        run(scenario())
+    finally:
+        del ACTION_TYPES["resize_test_only"]
 
 
 async def _raw_client(broker, user: str, password: str):

