@@ -56,7 +56,9 @@ class Replica:
     ready_at: float = 0.0
     busy: int = 0
     queue: deque = field(default_factory=deque)
-    active: set = field(default_factory=set)  # visits being served, to fail them on a crash
+    # Visits being served, to fail them on a crash: a dict, not a set, so they fail in the order they came
+    # (a set of objects iterates by memory address, which would make a seeded run's spans differ).
+    active: dict = field(default_factory=dict)
     recover_at: float | None = None  # a crashed replica the platform restarts at this time
     replaces: Replica | None = None  # the replica this one takes over from once ready
 

@@ -298,7 +298,7 @@ class Simulator:
     def _start(self, visit: Visit) -> None:
         replica = visit.replica
         replica.busy += 1
-        replica.active.add(visit)
+        replica.active[visit] = None
         visit.start = self.now
         state = visit.service
         # Log-normal service time; gauss() is the cheaper of the standard library's normal samplers.
@@ -335,7 +335,7 @@ class Simulator:
             return
         replica, state = visit.replica, visit.service
         replica.busy -= 1
-        replica.active.discard(visit)
+        replica.active.pop(visit, None)
         state.in_flight -= 1
         rng = self.rng
         if (replica.version.error_rate and rng.random() < replica.version.error_rate) or (

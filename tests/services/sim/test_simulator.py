@@ -2,6 +2,8 @@
 
 import asyncio
 import dataclasses
+import subprocess
+import sys
 
 import pytest
 
@@ -24,6 +26,7 @@ from services.sim.cluster import DRAINING, READY, STARTING
 from services.sim.engine import Simulator
 from services.sim.events import apply_event
 from telemetry import ModelConfig, TelemetryModel
+from tests.support import REPO
 
 CLUSTER = ClusterSpec(nodes=tuple(NodeSpec(f"node-{index}", 16.0, 65536.0) for index in range(3)))
 
@@ -49,6 +52,38 @@ def test_the_same_seed_gives_the_same_run_bit_for_bit_and_another_seed_does_not(
     assert [s.latencies_ms for s in first.recorder.seconds] == [
         s.latencies_ms for s in second.recorder.seconds
     ]
+
+
+CRASHED_RUN = """
+import hashlib
+from services.demo.scenario import Event
+from services.sim.events import apply_event
+from tests.services.sim.test_simulator import _drive, _sim
+
+sim = _sim(11)
+exports = _drive(sim, 0, 3, 800.0)
+for service in sorted(sim.services):  # every replica of every service dies with requests in hand
+    apply_event(sim, Event(3.0, "crash", {"service": service, "replicas": 20}))
+exports += _drive(sim, 3, 4, 800.0)
+print(hashlib.sha256(b"".join(exports)).hexdigest())
+"""
+
+
+def test_a_seeded_run_with_crashes_exports_the_same_spans_in_every_process() -> None:
+    """Benchmark runs happen in worker processes, each with its own memory layout: the requests a crashed
+    replica held must fail in the order they came, not in an order set by where objects sit in memory."""
+    digests = {
+        subprocess.run(
+            [sys.executable, "-c", CRASHED_RUN],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=120,
+        ).stdout.strip()
+        for _ in range(6)
+    }
+    assert len(digests) == 1, digests
 
 
 def test_seeded_benchmark_runs_are_reproducible_through_the_control_loop(tmp_path) -> None:
