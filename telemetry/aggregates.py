@@ -9,17 +9,25 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Hashable, Iterable
 
+from telemetry.caps import (
+    DEFAULT_MAX_OPERATIONS_PER_SERVICE,
+    OTHER_OPERATION,
+    OTHER_PEERS,
+    OTHER_SERVICES,
+    CardinalityLimits,
+)
 from telemetry.linker import Call
 from telemetry.windows import WindowedStats
 
-# Span names can carry ids (`GET /users/8812`): past this many operations per service, new ones are
-# counted under OTHER_OPERATION so that memory stays bounded and the service's totals stay right.
-DEFAULT_MAX_OPERATIONS_PER_SERVICE = 200
-OTHER_OPERATION = "(other operations)"
+__all__ = ["DEFAULT_MAX_OPERATIONS_PER_SERVICE", "OTHER_OPERATION", "TelemetryAggregates"]
 
 
 class TelemetryAggregates:
-    """Per-operation and per-edge `WindowedStats` (services merge their operations), and which nodes exist."""
+    """Per-operation and per-edge `WindowedStats` (services merge their operations), and which nodes exist.
+
+    Bounded by `CardinalityLimits` (telemetry/caps.py): past them, new services, operations, external peers
+    and edges are counted under overflow names, and `folded` counts how many observations were.
+    """
 
     def __init__(
         self,
@@ -27,8 +35,11 @@ class TelemetryAggregates:
         bucket_count: int,
         relative_accuracy: float,
         max_operations_per_service: int = DEFAULT_MAX_OPERATIONS_PER_SERVICE,
+        limits: CardinalityLimits | None = None,
     ) -> None:
-        self.max_operations_per_service = max_operations_per_service
+        self.limits = limits or CardinalityLimits(max_operations_per_service=max_operations_per_service)
+        self.max_operations_per_service = self.limits.max_operations_per_service
+        self.folded: Counter[str] = Counter()
         self._operation_counts: dict[str, int] = {}
         self.bucket_seconds = bucket_seconds
         self.bucket_count = bucket_count
@@ -82,10 +93,32 @@ class TelemetryAggregates:
         if key in self.operations:
             return key
         count = self._operation_counts.get(service, 0)
-        if count >= self.max_operations_per_service:
+        if count >= self.max_operations_per_service or len(self.operations) >= self.limits.max_operations:
+            self.folded["operations"] += 1
             return (service, OTHER_OPERATION)
         self._operation_counts[service] = count + 1
         return key
+
+    def service_key(self, service: str) -> str:
+        """`service`, or `OTHER_SERVICES` once `max_services` other services are known (the caller counts
+        what it folds in `folded["services"]`: spans when ingesting, services when merging)."""
+        if service in self.service_last_seen or len(self.service_last_seen) < self.limits.max_services:
+            return service
+        return OTHER_SERVICES
+
+    def _peer_key(self, peer: str) -> str:
+        if peer in self.externals or len(self.externals) < self.limits.max_external_peers:
+            return peer
+        self.folded["external_peers"] += 1
+        return OTHER_PEERS
+
+    def _edge_key(self, caller: str, callee: str, external: bool) -> tuple[str, str]:
+        key = (caller, callee)
+        if key in self.edges or len(self.edges) < self.limits.max_edges:
+            return key
+        self.folded["edges"] += 1
+        # One overflow edge per caller at most: the count of edges stays bounded by the count of services.
+        return (caller, OTHER_PEERS if external else OTHER_SERVICES)
 
     def empty_stats(self, now: float) -> WindowedStats:
         return WindowedStats(self.bucket_seconds, self.bucket_count, self.relative_accuracy, now)
@@ -108,7 +141,10 @@ class TelemetryAggregates:
         weighted: dict[tuple[str, str], list[tuple[float, int]]] = {}
         errors: dict[tuple[str, str], int] = {}
         for caller, callee, latency_ms, error, external, system, weight in calls:
-            key = (caller, callee)
+            if external:
+                callee = self._peer_key(callee)
+            key = self._edge_key(caller, callee, external)
+            callee = key[1]
             if weight == 1:
                 values = latencies.get(key)
                 if values is None:
@@ -153,21 +189,35 @@ class TelemetryAggregates:
         if (other.bucket_seconds, other.relative_accuracy) != (self.bucket_seconds, self.relative_accuracy):
             raise ValueError("cannot merge aggregates kept with different buckets or accuracy")
         self.layout_version += 1
-        for mine, theirs in ((self.operations, other.operations), (self.edges, other.edges)):
-            for key, stats in theirs.items():
-                target = mine.get(key)
-                if target is None:
-                    target = mine[key] = self.empty_stats(stats.first_seen)
-                target.merge(stats)
-        self._operation_counts = Counter(service for service, _ in self.operations)
+        # The other shard's names go through the same caps as spans do (a report is input like any other).
+        services = {service: self.service_key(service) for service in other.service_last_seen}
+        self.folded["services"] += sum(1 for name, key in services.items() if key != name)
         for service, seen in other.service_last_seen.items():
-            self.saw_service(service, seen)
+            self.saw_service(services[service], seen)
+        for (service, operation), stats in other.operations.items():
+            service = services.get(service) or self.service_key(service)
+            self._merge_series(self.operations, self._operation_key(service, operation), stats)
+        peers = {name: self._peer_key(name) for name in other.externals}
+        for (caller, callee), stats in other.edges.items():
+            caller = services.get(caller) or self.service_key(caller)
+            key = self._edge_key(caller, peers.get(callee, callee), callee in peers)
+            self._merge_series(self.edges, key, stats)
+        self._operation_counts = Counter(service for service, _ in self.operations)
         for service, (version, since) in other.service_versions.items():
+            service = services.get(service, service)
             known = self.service_versions.get(service)
             if known is None or since > known[1]:
                 self.service_versions[service] = (version, since)
         for name, system in other.externals.items():
+            name = peers[name]
             if system or name not in self.externals:
                 self.externals[name] = system
         for name, seen in other.external_last_seen.items():
+            name = peers.get(name, name)
             self.external_last_seen[name] = max(self.external_last_seen.get(name, seen), seen)
+
+    def _merge_series(self, table: dict, key: tuple[str, str], stats: WindowedStats) -> None:
+        target = table.get(key)
+        if target is None:
+            target = table[key] = self.empty_stats(stats.first_seen)
+        target.merge(stats)

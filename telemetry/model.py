@@ -11,13 +11,28 @@ from __future__ import annotations
 
 import math
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from telemetry.aggregates import DEFAULT_MAX_OPERATIONS_PER_SERVICE, TelemetryAggregates
+from telemetry.aggregates import TelemetryAggregates
+from telemetry.caps import (
+    DEFAULT_MAX_EDGES,
+    DEFAULT_MAX_EXTERNAL_PEERS,
+    DEFAULT_MAX_NAME_LENGTH,
+    DEFAULT_MAX_OPERATIONS,
+    DEFAULT_MAX_OPERATIONS_PER_SERVICE,
+    DEFAULT_MAX_SERVICES,
+    DEFAULT_MAX_SPAN_WEIGHT,
+    OTHER_OPERATION,
+    OTHER_PEERS,
+    OTHER_SERVICES,
+    CardinalityLimits,
+    cap_name,
+)
 from telemetry.critical_path import TraceSampler
 from telemetry.linker import DependencyLinker, SpanRecord
 from telemetry.sampling import adjusted_count, span_weight
@@ -58,12 +73,34 @@ class ModelConfig:
     # Share of traces (out of 256, by trace id) kept whole for critical paths; 0 turns sampling off.
     trace_sample_per_256: int = 4
     slowest_traces_kept: int = 5
+    # Bounds on what senders can make the model keep (telemetry/caps.py; docs/limits.md).
+    max_name_length: int = DEFAULT_MAX_NAME_LENGTH
+    max_span_weight: int = DEFAULT_MAX_SPAN_WEIGHT
+    max_services: int = DEFAULT_MAX_SERVICES
+    max_operations: int = DEFAULT_MAX_OPERATIONS
+    max_external_peers: int = DEFAULT_MAX_EXTERNAL_PEERS
+    max_edges: int = DEFAULT_MAX_EDGES
 
     def __post_init__(self) -> None:
         if self.bucket_seconds <= 0 or self.window_seconds < self.bucket_seconds:
             raise ValueError("need 0 < bucket_seconds <= window_seconds")
         if self.retention_seconds < self.window_seconds:
             raise ValueError("retention_seconds must cover at least one window")
+        if self.max_name_length < 16:
+            raise ValueError("max_name_length must be at least 16 characters")
+        if self.max_span_weight < 1:
+            raise ValueError("max_span_weight must be at least 1")
+        self.limits  # noqa: B018 - checks the cardinality limits
+
+    @property
+    def limits(self) -> CardinalityLimits:
+        return CardinalityLimits(
+            max_services=self.max_services,
+            max_operations=self.max_operations,
+            max_operations_per_service=self.max_operations_per_service,
+            max_external_peers=self.max_external_peers,
+            max_edges=self.max_edges,
+        )
 
     @property
     def bucket_count(self) -> int:
@@ -72,24 +109,47 @@ class ModelConfig:
 
 @dataclass(slots=True)
 class IngestResult:
-    """What happened to one export request: the OTLP partial-success fields."""
+    """What happened to one export request: the OTLP partial-success fields.
+
+    `warnings` counts what was accepted but capped (a truncated name, a capped weight, a folded series);
+    OTLP lets a server say so in `error_message` with nothing rejected.
+    """
 
     accepted_spans: int = 0
     rejected_spans: int = 0
     reasons: list[str] = field(default_factory=list)
+    warnings: dict[str, int] = field(default_factory=dict)
 
     def reject(self, reason: str) -> None:
         self.rejected_spans += 1
         if len(self.reasons) < _MAX_REASONS:
             self.reasons.append(reason)
 
+    def warn(self, what: str, count: int = 1) -> None:
+        """Count `count` observations of a cap (`what` says which, e.g. "names cut to 256 characters")."""
+        if count:
+            self.warnings[what] = self.warnings.get(what, 0) + count
+
+    def add(self, other: IngestResult) -> None:
+        """Fold another part of the same request into this result."""
+        self.accepted_spans += other.accepted_spans
+        self.rejected_spans += other.rejected_spans
+        self.reasons.extend(other.reasons[: max(0, _MAX_REASONS - len(self.reasons))])
+        for what, count in other.warnings.items():
+            self.warn(what, count)
+
     @property
     def error_message(self) -> str:
-        if not self.rejected_spans:
-            return ""
-        more = self.rejected_spans - len(self.reasons)
-        tail = f"; and {more} more" if more > 0 else ""
-        return f"rejected {self.rejected_spans} span(s): " + "; ".join(self.reasons) + tail
+        parts = []
+        if self.rejected_spans:
+            more = self.rejected_spans - len(self.reasons)
+            tail = f"; and {more} more" if more > 0 else ""
+            parts.append(f"rejected {self.rejected_spans} span(s): " + "; ".join(self.reasons) + tail)
+        if self.warnings:
+            parts.append(
+                "accepted with caps: " + "; ".join(f"{what}: {n}" for what, n in self.warnings.items())
+            )
+        return ". ".join(parts)
 
 
 def invalid_span_reason(span: Span) -> str:
@@ -114,7 +174,7 @@ class TelemetryModel:
             self.config.bucket_seconds,
             self.config.bucket_count,
             self.config.relative_accuracy,
-            self.config.max_operations_per_service,
+            limits=self.config.limits,
         )
         self.linker = DependencyLinker(self.config.link_ttl_seconds, self.config.max_linked_spans, now)
         self.traces = TraceSampler(
@@ -125,6 +185,8 @@ class TelemetryModel:
         )
         self.spans_accepted = 0
         self.spans_rejected = 0
+        # What the caps cut since start (telemetry/caps.py), besides what they folded (`aggregates.folded`).
+        self.capped: Counter[str] = Counter()
         # The control loop's view of the current bucket, keyed by (bucket index, layout version); built on
         # demand, or ahead of time by `prepare_complete_snapshot` once anyone has asked for one.
         self._complete: tuple[tuple[int, int], GraphSnapshot] | None = None
@@ -147,6 +209,11 @@ class TelemetryModel:
         sample_below = self.traces.threshold
         sample = self.traces.add
         accepted = 0
+        # Caps on what a request can make the model keep (telemetry/caps.py); what they cut is counted.
+        max_name = self.config.max_name_length
+        max_weight = self.config.max_span_weight
+        truncated = capped_weights = folded_spans = 0
+        folded_before = dict(aggregates.folded)
         for resource_index, resource_spans in enumerate(request.resource_spans):
             service = UNKNOWN_SERVICE
             version = ""
@@ -156,6 +223,14 @@ class TelemetryModel:
                     service = kv.value.string_value or UNKNOWN_SERVICE
                 elif key == SERVICE_VERSION:
                     version = kv.value.string_value
+            if len(service) > max_name:
+                service = cap_name(service, max_name)
+                truncated += 1
+            if len(version) > max_name:
+                version = cap_name(version, max_name)
+                truncated += 1
+            named = service
+            service = aggregates.service_key(service)
             spans_of_service = 0
             for scope_spans in resource_spans.scope_spans:
                 for span in scope_spans.spans:
@@ -193,6 +268,9 @@ class TelemetryModel:
                         )
                         if kind in (KIND_CLIENT, KIND_PRODUCER) and found:
                             peer = peer_of(found)
+                            if peer is not None and (len(peer[0]) > max_name or len(peer[1]) > max_name):
+                                peer = (cap_name(peer[0], max_name), cap_name(peer[1], max_name))
+                                truncated += 1
                         served_key = (
                             (service, operation_of(span.name, found))
                             if kind in (KIND_SERVER, KIND_CONSUMER) or not parent_id
@@ -201,11 +279,18 @@ class TelemetryModel:
                     else:
                         error = status == STATUS_ERROR
                         served_key = None if parent_id else (service, span.name)
+                    if served_key is not None and len(served_key[1]) > max_name:
+                        served_key = (service, cap_name(served_key[1], max_name))
+                        truncated += 1
                     if trace_id[15] < sample_below:
-                        operation = served_key[1] if served_key else span.name
+                        operation = served_key[1] if served_key else cap_name(span.name, max_name)
                         sample(trace_id, (service, operation, span_id, parent_id, start, end), now)
                     trace_state = span.trace_state
                     weight = span_weight(adjusted_count(trace_state), span_id) if trace_state else 1
+                    if weight > max_weight:
+                        # An absurd adjusted count (a threshold near 2**56) must not overflow a later read.
+                        weight = max_weight
+                        capped_weights += 1
                     if served_key is not None:
                         if weight == 1:
                             latencies = served.get(served_key)
@@ -236,13 +321,43 @@ class TelemetryModel:
             if spans_of_service:
                 aggregates.saw_service(service, now, version)
                 accepted += spans_of_service
+                if service != named:
+                    folded_spans += spans_of_service
+        aggregates.folded["services"] += folded_spans
         result.accepted_spans = accepted
         self.spans_accepted += accepted
         self.spans_rejected += result.rejected_spans
         aggregates.record_served(served, served_errors, bucket_index, now, served_weighted)
         self.linker.add_all(linked)
         aggregates.record_calls(self.linker.take_calls(), bucket_index, now)
+        result.warn(f"names longer than {max_name} characters cut", truncated)
+        result.warn(f"span weights above max_span_weight={max_weight} capped", capped_weights)
+        self.capped["names_cut"] += truncated
+        self.capped["span_weights_capped"] += capped_weights
+        self._warn_folded(result, folded_before)
         return result
+
+    def _warn_folded(self, result: IngestResult, before: dict[str, int]) -> None:
+        limits = self.config.limits
+        for kind, limit, into in (
+            ("services", f"max_services={limits.max_services}", OTHER_SERVICES),
+            (
+                "operations",
+                f"max_operations={limits.max_operations} or max_operations_per_service="
+                f"{limits.max_operations_per_service}",
+                OTHER_OPERATION,
+            ),
+            ("external_peers", f"max_external_peers={limits.max_external_peers}", OTHER_PEERS),
+            ("edges", f"max_edges={limits.max_edges}", "an overflow edge"),
+        ):
+            count = self.aggregates.folded[kind] - before.get(kind, 0)
+            result.warn(f"{kind} past {limit} counted under {into!r}", count)
+
+    def caps_counts(self) -> dict[str, int]:
+        """Everything the caps cut or folded since start, by kind (for /metrics and the API)."""
+        counts = dict(self.capped)
+        counts.update({f"{kind}_folded": count for kind, count in self.aggregates.folded.items()})
+        return counts
 
     def merge(self, aggregates: TelemetryAggregates) -> None:
         """Add pre-aggregated telemetry (another shard's, or a node agent's report) to the windows."""

@@ -17,11 +17,13 @@ EXPORT_METHOD = f"/{TRACE_SERVICE}/Export"
 
 
 def export_response(result: IngestResult) -> ExportTraceServiceResponse:
-    """The success answer; `partial_success` is set only when something was rejected, as the spec asks."""
+    """The success answer; `partial_success` is set only when something was rejected or capped: OTLP lets a
+    server send a warning in `error_message` with `rejected_spans` 0 (names cut, weights capped, ...)."""
     response = ExportTraceServiceResponse()
-    if result.rejected_spans:
+    message = result.error_message
+    if message:
         response.partial_success.rejected_spans = result.rejected_spans
-        response.partial_success.error_message = result.error_message
+        response.partial_success.error_message = message
     return response
 
 

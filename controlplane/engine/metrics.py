@@ -7,7 +7,7 @@ the control loop sees (tick durations per controller, decisions by status) is re
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -61,6 +61,14 @@ class _StateCollector(Collector):
             quarantined.add_metric([health.name], 1.0 if health.quarantined else 0.0)
         yield faults
         yield quarantined
+        capped = CounterMetricFamily(
+            "controlplane_model_capped",
+            "Observations a model cap cut or folded into an overflow node (docs/limits.md)",
+            labels=["what"],
+        )
+        for what, count in sorted(state.caps_counts().items()):
+            capped.add_metric([what], count)
+        yield capped
 
 
 class ControlPlaneMetrics:
@@ -72,7 +80,9 @@ class ControlPlaneMetrics:
         queue_bytes: Callable[[], int],
         refused_requests: Callable[[], int],
         controller_health: Callable[[], list[ControllerHealth]] = list,
+        caps_counts: Callable[[], Mapping[str, int]] = dict,
     ) -> None:
+        self.caps_counts = caps_counts
         self.span_counts = span_counts
         self.queue_bytes = queue_bytes
         self.refused_requests = refused_requests

@@ -15,10 +15,11 @@ from google.protobuf import struct_pb2
 from controlplane.actions import ACTION_TYPES
 from controlplane.controller import Mode
 from controlplane.decisions import Decision, DecisionStatus
+from controlplane.serve.paging import MAX_PAGE_ITEMS, BadPageToken, Listings, fill_page, next_token
 from controlplane.taxonomy import Taxonomy
 from protos.controlplane.v1 import controlplane_pb2 as pb
 from protos.controlplane.v1 import controlplane_pb2_grpc as pb_grpc
-from telemetry import GraphSnapshot, TelemetryModel, WindowSummary
+from telemetry import EdgeSnapshot, GraphSnapshot, NodeSnapshot, TelemetryModel, WindowSummary
 from telemetry.snapshot import EXTERNAL
 
 if TYPE_CHECKING:
@@ -61,36 +62,45 @@ def window_stats_pb(summary: WindowSummary) -> pb.WindowStats:
     )
 
 
-def graph_pb(snapshot: GraphSnapshot) -> pb.GetGraphResponse:
-    """The wire form of a graph snapshot."""
-    return pb.GetGraphResponse(
-        nodes=[
-            pb.Node(
-                name=node.name,
-                kind=_NODE_KINDS.get(node.kind, pb.NODE_KIND_SERVICE),
-                system=node.system,
-                stats=window_stats_pb(node.stats),
-                requests_total=node.requests_total,
-                errors_total=node.errors_total,
-                last_seen_unix=node.last_seen,
-            )
-            for node in snapshot.nodes
-        ],
-        edges=[
-            pb.Edge(
-                source=edge.source,
-                target=edge.target,
-                stats=window_stats_pb(edge.stats),
-                calls_total=edge.calls_total,
-                errors_total=edge.errors_total,
-                last_seen_unix=edge.last_seen,
-            )
-            for edge in snapshot.edges
-        ],
-        spans_accepted=snapshot.spans_accepted,
-        spans_rejected=snapshot.spans_rejected,
-        generated_unix=snapshot.taken_at,
+def node_pb(node: NodeSnapshot) -> pb.Node:
+    return pb.Node(
+        name=node.name,
+        kind=_NODE_KINDS.get(node.kind, pb.NODE_KIND_SERVICE),
+        system=node.system,
+        stats=window_stats_pb(node.stats),
+        requests_total=node.requests_total,
+        errors_total=node.errors_total,
+        last_seen_unix=node.last_seen,
     )
+
+
+def edge_pb(edge: EdgeSnapshot) -> pb.Edge:
+    return pb.Edge(
+        source=edge.source,
+        target=edge.target,
+        stats=window_stats_pb(edge.stats),
+        calls_total=edge.calls_total,
+        errors_total=edge.errors_total,
+        last_seen_unix=edge.last_seen,
+    )
+
+
+def service_stats_pb(node: NodeSnapshot, include_operations: bool) -> pb.ServiceStats:
+    entry = pb.ServiceStats(
+        service=node.name,
+        stats=window_stats_pb(node.stats),
+        requests_total=node.requests_total,
+        errors_total=node.errors_total,
+    )
+    if include_operations:
+        for operation in node.operations:
+            entry.operations.add(
+                operation=operation.operation,
+                stats=window_stats_pb(operation.stats),
+                requests_total=operation.requests_total,
+                errors_total=operation.errors_total,
+            )
+    return entry
 
 
 @lru_cache(maxsize=1024)
@@ -198,6 +208,8 @@ class ControlPlaneApi(pb_grpc.ControlPlaneServicer):
         self.loop = loop
         self.store = store
         self.api_token = api_token
+        # Snapshots of paged listings in progress (GetGraph, GetServiceStats).
+        self._listings: Listings[GraphSnapshot] = Listings()
 
     async def _authorize(self, context: grpc.aio.ServicerContext) -> None:
         if not self.api_token:
@@ -313,41 +325,75 @@ class ControlPlaneApi(pb_grpc.ControlPlaneServicer):
             )
         return requested or None
 
+    async def _page_start(
+        self, token: str, page_size: int, window: float | None, context: grpc.aio.ServicerContext
+    ) -> tuple[int, GraphSnapshot, int]:
+        if page_size > MAX_PAGE_ITEMS:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, f"page_size: at most {MAX_PAGE_ITEMS}, got {page_size}"
+            )
+        try:
+            return self._listings.resolve(token, lambda: self.model.snapshot(window))
+        except BadPageToken as error:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+            raise  # not reached: abort raises
+
     async def GetGraph(
         self, request: pb.GetGraphRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetGraphResponse:
         window = await self._window(request.window_seconds, context)
-        return graph_pb(self.model.snapshot(window))
+        listing, snapshot, offset = await self._page_start(
+            request.page_token, request.page_size, window, context
+        )
+        # One sequence: the nodes, then the edges, each page a slice of it.
+        nodes, edges = snapshot.nodes, snapshot.edges
+        items: list[NodeSnapshot | EdgeSnapshot] = [*nodes, *edges]
+        page, end = fill_page(items, offset, request.page_size, _graph_item_pb)
+        response = pb.GetGraphResponse(
+            nodes=[item for item in page if isinstance(item, pb.Node)],
+            edges=[item for item in page if isinstance(item, pb.Edge)],
+            spans_accepted=snapshot.spans_accepted,
+            spans_rejected=snapshot.spans_rejected,
+            generated_unix=snapshot.taken_at,
+            next_page_token=next_token(listing, end, len(items)),
+            total_nodes=len(nodes),
+            total_edges=len(edges),
+        )
+        response.folded.update(self.model.aggregates.folded)
+        return response
 
     async def GetServiceStats(
         self, request: pb.GetServiceStatsRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetServiceStatsResponse:
         window = await self._window(request.window_seconds, context)
-        snapshot = self.model.snapshot(window)
+        listing, snapshot, offset = await self._page_start(
+            request.page_token, request.page_size, window, context
+        )
         services = [node for node in snapshot.nodes if node.kind != EXTERNAL]
         if request.services:
             known = {node.name for node in services}
             missing = sorted(set(request.services) - known)
             if missing:
-                await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown service(s): {', '.join(missing)}")
-            services = [node for node in services if node.name in set(request.services)]
-        response = pb.GetServiceStatsResponse()
-        for node in services:
-            entry = response.services.add(
-                service=node.name,
-                stats=window_stats_pb(node.stats),
-                requests_total=node.requests_total,
-                errors_total=node.errors_total,
-            )
-            if request.include_operations:
-                for operation in node.operations:
-                    entry.operations.add(
-                        operation=operation.operation,
-                        stats=window_stats_pb(operation.stats),
-                        requests_total=operation.requests_total,
-                        errors_total=operation.errors_total,
-                    )
-        return response
+                shown = ", ".join(name[:80] for name in missing[:10])
+                more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
+                await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown service(s): {shown}{more}")
+            wanted = set(request.services)
+            services = [node for node in services if node.name in wanted]
+        page, end = fill_page(
+            services,
+            offset,
+            request.page_size,
+            lambda node: service_stats_pb(node, request.include_operations),
+        )
+        return pb.GetServiceStatsResponse(
+            services=page,
+            next_page_token=next_token(listing, end, len(services)),
+            total_services=len(services),
+        )
+
+
+def _graph_item_pb(item: NodeSnapshot | EdgeSnapshot) -> pb.Node | pb.Edge:
+    return node_pb(item) if isinstance(item, NodeSnapshot) else edge_pb(item)
 
 
 def _check_list_request(request: pb.ListDecisionsRequest) -> str:

@@ -57,21 +57,58 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+# Pages of GetGraph and GetServiceStats stay near 1 MiB; a server configured otherwise still gets through.
+CHANNEL_OPTIONS = (("grpc.max_receive_message_length", 64 * 1024 * 1024),)
+
+
 def _channel(args: argparse.Namespace) -> grpc.Channel:
     """A channel to `--target`; TLS when `--tls-ca` names the CA (PEM) that signed the server certificate."""
     if getattr(args, "tls_ca", None):
         with open(args.tls_ca, "rb") as handle:
             credentials = grpc.ssl_channel_credentials(root_certificates=handle.read())
-        return grpc.secure_channel(args.target, credentials)
-    return grpc.insecure_channel(args.target)
+        return grpc.secure_channel(args.target, credentials, options=CHANNEL_OPTIONS)
+    return grpc.insecure_channel(args.target, options=CHANNEL_OPTIONS)
 
 
 def _stub(args: argparse.Namespace) -> pb_grpc.ControlPlaneStub:
     return pb_grpc.ControlPlaneStub(_channel(args))
 
 
+def fetch_graph(stub: pb_grpc.ControlPlaneStub, window: float, timeout: float) -> pb.GetGraphResponse:
+    """The whole graph, page by page (each page within `timeout`), as one response."""
+    nodes: list[pb.Node] = []
+    edges: list[pb.Edge] = []
+    token = ""
+    while True:
+        page = stub.GetGraph(pb.GetGraphRequest(window_seconds=window, page_token=token), timeout=timeout)
+        nodes.extend(page.nodes)
+        edges.extend(page.edges)
+        token = page.next_page_token
+        if not token:
+            graph = pb.GetGraphResponse()
+            graph.CopyFrom(page)
+            del graph.nodes[:], graph.edges[:]
+            graph.nodes.extend(nodes)
+            graph.edges.extend(edges)
+            return graph
+
+
+def fetch_stats(
+    stub: pb_grpc.ControlPlaneStub, request: pb.GetServiceStatsRequest, timeout: float
+) -> pb.GetServiceStatsResponse:
+    """Every page of a GetServiceStats listing (each within `timeout`), as one response."""
+    stats = pb.GetServiceStatsResponse()
+    while True:
+        page = stub.GetServiceStats(request, timeout=timeout)
+        stats.services.extend(page.services)
+        stats.total_services = page.total_services
+        if not page.next_page_token:
+            return stats
+        request.page_token = page.next_page_token
+
+
 def _graph(args: argparse.Namespace) -> int:
-    graph = _stub(args).GetGraph(pb.GetGraphRequest(window_seconds=args.window), timeout=args.timeout)
+    graph = fetch_graph(_stub(args), args.window, args.timeout)
     if args.json:
         print(to_json(graph_dict(graph)))
     elif args.dot:
@@ -85,7 +122,7 @@ def _stats(args: argparse.Namespace) -> int:
     request = pb.GetServiceStatsRequest(
         services=args.service, include_operations=True, window_seconds=args.window
     )
-    response = _stub(args).GetServiceStats(request, timeout=args.timeout)
+    response = fetch_stats(_stub(args), request, args.timeout)
     if args.json:
         print(to_json(stats_list(response)))
     else:
@@ -219,6 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
         query = commands.add_parser(name, help=text)
         add_target(query)
         query.add_argument("--window", type=float, default=0.0, help="window in seconds (0: the server's)")
+        # (--timeout, from add_target, bounds each page; a large graph is fetched in several.)
         query.add_argument("--json", action="store_true", help="print JSON")
         if name == "graph":
             query.add_argument("--dot", action="store_true", help="print Graphviz DOT")

@@ -116,6 +116,7 @@ class ControlPlaneServer:
             queue_bytes=lambda: self.ingestor.queued_bytes,
             refused_requests=lambda: self.ingestor.requests_refused,
             controller_health=lambda: self.loop.health(),
+            caps_counts=self.model.caps_counts,
         )
         controllers = load_controllers(self.config.controllers, registry)
         self.loop = ControlLoop(

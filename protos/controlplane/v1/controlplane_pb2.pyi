@@ -254,34 +254,57 @@ class Edge(_message.Message):
     def __init__(self, source: _Optional[str] = ..., target: _Optional[str] = ..., stats: _Optional[_Union[WindowStats, _Mapping]] = ..., calls_total: _Optional[int] = ..., errors_total: _Optional[int] = ..., last_seen_unix: _Optional[float] = ...) -> None: ...
 
 class GetGraphRequest(_message.Message):
-    __slots__ = ("window_seconds",)
+    __slots__ = ("window_seconds", "page_size", "page_token")
     WINDOW_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     window_seconds: float
-    def __init__(self, window_seconds: _Optional[float] = ...) -> None: ...
+    page_size: int
+    page_token: str
+    def __init__(self, window_seconds: _Optional[float] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class GetGraphResponse(_message.Message):
-    __slots__ = ("nodes", "edges", "spans_accepted", "spans_rejected", "generated_unix")
+    __slots__ = ("nodes", "edges", "spans_accepted", "spans_rejected", "generated_unix", "next_page_token", "total_nodes", "total_edges", "folded")
+    class FoldedEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     NODES_FIELD_NUMBER: _ClassVar[int]
     EDGES_FIELD_NUMBER: _ClassVar[int]
     SPANS_ACCEPTED_FIELD_NUMBER: _ClassVar[int]
     SPANS_REJECTED_FIELD_NUMBER: _ClassVar[int]
     GENERATED_UNIX_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_NODES_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_EDGES_FIELD_NUMBER: _ClassVar[int]
+    FOLDED_FIELD_NUMBER: _ClassVar[int]
     nodes: _containers.RepeatedCompositeFieldContainer[Node]
     edges: _containers.RepeatedCompositeFieldContainer[Edge]
     spans_accepted: int
     spans_rejected: int
     generated_unix: float
-    def __init__(self, nodes: _Optional[_Iterable[_Union[Node, _Mapping]]] = ..., edges: _Optional[_Iterable[_Union[Edge, _Mapping]]] = ..., spans_accepted: _Optional[int] = ..., spans_rejected: _Optional[int] = ..., generated_unix: _Optional[float] = ...) -> None: ...
+    next_page_token: str
+    total_nodes: int
+    total_edges: int
+    folded: _containers.ScalarMap[str, int]
+    def __init__(self, nodes: _Optional[_Iterable[_Union[Node, _Mapping]]] = ..., edges: _Optional[_Iterable[_Union[Edge, _Mapping]]] = ..., spans_accepted: _Optional[int] = ..., spans_rejected: _Optional[int] = ..., generated_unix: _Optional[float] = ..., next_page_token: _Optional[str] = ..., total_nodes: _Optional[int] = ..., total_edges: _Optional[int] = ..., folded: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class GetServiceStatsRequest(_message.Message):
-    __slots__ = ("services", "include_operations", "window_seconds")
+    __slots__ = ("services", "include_operations", "window_seconds", "page_size", "page_token")
     SERVICES_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_OPERATIONS_FIELD_NUMBER: _ClassVar[int]
     WINDOW_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     services: _containers.RepeatedScalarFieldContainer[str]
     include_operations: bool
     window_seconds: float
-    def __init__(self, services: _Optional[_Iterable[str]] = ..., include_operations: _Optional[bool] = ..., window_seconds: _Optional[float] = ...) -> None: ...
+    page_size: int
+    page_token: str
+    def __init__(self, services: _Optional[_Iterable[str]] = ..., include_operations: _Optional[bool] = ..., window_seconds: _Optional[float] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class OperationStats(_message.Message):
     __slots__ = ("operation", "stats", "requests_total", "errors_total")
@@ -310,7 +333,11 @@ class ServiceStats(_message.Message):
     def __init__(self, service: _Optional[str] = ..., stats: _Optional[_Union[WindowStats, _Mapping]] = ..., requests_total: _Optional[int] = ..., errors_total: _Optional[int] = ..., operations: _Optional[_Iterable[_Union[OperationStats, _Mapping]]] = ...) -> None: ...
 
 class GetServiceStatsResponse(_message.Message):
-    __slots__ = ("services",)
+    __slots__ = ("services", "next_page_token", "total_services")
     SERVICES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_SERVICES_FIELD_NUMBER: _ClassVar[int]
     services: _containers.RepeatedCompositeFieldContainer[ServiceStats]
-    def __init__(self, services: _Optional[_Iterable[_Union[ServiceStats, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    total_services: int
+    def __init__(self, services: _Optional[_Iterable[_Union[ServiceStats, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., total_services: _Optional[int] = ...) -> None: ...
