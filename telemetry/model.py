@@ -191,6 +191,7 @@ class TelemetryModel:
         # demand, or ahead of time by `prepare_complete_snapshot` once anyone has asked for one.
         self._complete: tuple[tuple[int, int], GraphSnapshot] | None = None
         self._complete_wanted = False
+        self._prepared_bucket = -1
 
     def ingest(self, request: ExportTraceServiceRequest, now: float | None = None) -> IngestResult:
         """Validate and aggregate every span of one request; invalid spans are rejected individually."""
@@ -430,13 +431,17 @@ class TelemetryModel:
         The ingest worker calls this between requests: the first call after a bucket closes builds the
         snapshot, with its node quantiles and dependency graph, so that the control loop's tick finds it
         ready instead of building it itself. Does nothing until someone has asked for a complete snapshot
-        (a server without a control loop pays nothing) or while the current one is still valid.
+        (a server without a control loop pays nothing), while the current one is still valid, or when one
+        was built ahead already in this bucket: senders adding a new series with every request must not
+        make the event loop rebuild the view after every request (the tick rebuilds it once if needed).
         """
         if not self._complete_wanted:
             return False
         now = self.clock() if now is None else now
-        key = (math.floor(now / self.config.bucket_seconds), self.aggregates.layout_version)
-        if self._complete is not None and self._complete[0] == key:
+        bucket = math.floor(now / self.config.bucket_seconds)
+        key = (bucket, self.aggregates.layout_version)
+        if self._complete is not None and (self._complete[0] == key or self._prepared_bucket == bucket):
             return False
+        self._prepared_bucket = bucket
         self.complete_snapshot(now).prepare()
         return True

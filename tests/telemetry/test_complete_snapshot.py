@@ -107,3 +107,11 @@ def test_prepare_builds_once_per_bucket_only_after_someone_asked() -> None:
     assert set(prepared.graph.nodes) == {"api"}
     assert model.snapshot(complete_buckets=True) is prepared
     assert model.prepare_complete_snapshot() is False
+    # A new series in the same bucket: not rebuilt ahead again (a sender adding one with every request
+    # must not make every request rebuild the view); the tick that asks gets it rebuilt once.
+    _export(model, "billing", [9], seed=3)
+    assert model.prepare_complete_snapshot() is False
+    rebuilt = model.complete_snapshot()
+    assert rebuilt is not prepared and "billing" in rebuilt.by_name
+    clock.now = 303.0
+    assert model.prepare_complete_snapshot() is True  # the next bucket is built ahead as before
